@@ -1,0 +1,1 @@
+"""The ``carryon`` CLI, the params loader and progress display: wires the stages."""

@@ -1,0 +1,186 @@
+"""The ``carryon`` command: one sub-command per pipeline stage.
+
+Each sub-command translates flags into a call of one stage function and imports that
+stage lazily, so device commands run with only the base dependencies installed.
+Every refusal is one line on stderr and exit status 1; ``--json`` prints the result
+for machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from features.errors import CarryonError
+
+app = typer.Typer(
+    name="carryon",
+    help="Personalization models that travel with the creator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Top-level modules of the `train` extra: a missing one means a base-only install.
+_TRAIN_STACK = frozenset({"polars", "pyarrow", "pandas", "duckdb", "sklearn", "lightgbm", "mlflow", "dvc"})
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"carryon: error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
+    """Run a stage call; print its result; turn a CarryonError into one line and exit 1."""
+    try:
+        result = call()
+    except CarryonError as e:
+        raise _fail(str(e)) from None
+    except ModuleNotFoundError as e:
+        # Stages import the training stack lazily; a device install has only the base.
+        if (e.name or "").split(".")[0] not in _TRAIN_STACK:
+            raise
+        raise _fail(
+            f"this command needs the training stack (missing module {e.name!r}); "
+            "install it with: pip install 'carryon[train]'"
+        ) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        typer.echo(human(result))
+
+
+def _project_dir() -> Path:
+    return Path.cwd()
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Directory for events and catalog.json.")] = Path("data/raw"),
+    fmt: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+    scale: Annotated[float | None, typer.Option(help="Override simulate.scale (1.0 ~ 1M events).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Simulate consented live-drop events (schema v1) and the creators' catalog."""
+    if fmt not in ("parquet", "jsonl"):
+        raise _fail(f"--format must be parquet or jsonl, got {fmt!r}")
+    file_format: Literal["parquet", "jsonl"] = "jsonl" if fmt == "jsonl" else "parquet"
+
+    def call() -> dict[str, Any]:
+        from dataclasses import replace
+
+        from features.simulate import simulate as run
+        from pipeline.params import load_params
+        from pipeline.progress import progress_bars
+
+        config = load_params(params).simulate
+        if scale is not None:
+            config = replace(config, scale=scale)
+        if seed is not None:
+            config = replace(config, seed=seed)
+        with progress_bars(not quiet) as progress:
+            return run(config, out, fmt=file_format, progress=progress).to_dict()
+
+    _run(call, as_json, lambda r: f"simulated {r['events']:,} events in {out}")
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[Path] | None, typer.Argument(help="JSONL/Parquet files or directories.")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for clean events.")] = Path("data/clean"),
+    quarantine: Annotated[Path, typer.Option(help="Quarantine file (raw zone).")] = Path(
+        "data/raw/quarantine.jsonl"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
+        "metrics/ingest.json"
+    ),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate, deduplicate, consent-filter and pseudonymize raw events."""
+    inputs = sources or [Path("data/raw/events.parquet")]
+
+    def call() -> dict[str, Any]:
+        from features._fsutil import atomic_write_text
+        from features.ingest import ingest as run
+        from features.ingest import resolve_key
+        from pipeline.params import load_params
+        from pipeline.progress import progress_bars
+
+        p = load_params(params)
+        key = resolve_key(p.ingest, _project_dir(), os.environ)
+        with progress_bars(not quiet) as progress:
+            result = run(inputs, out, quarantine, p.ingest, p.consent, key=key, progress=progress)
+        data = result.to_dict()
+        atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return data
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [
+            f"read {r['read']:,}: clean {r['clean']:,}, quarantined {r['quarantined']:,}, "
+            f"duplicates {r['duplicates']:,}, excluded (no consent) {r['excluded_no_consent']:,}",
+        ]
+        pseudo = r.get("pseudonymization", {})
+        if pseudo.get("key_source") == "dev-key":
+            lines.append(f"note: pseudonymized with a local development key ({pseudo.get('key_path')})")
+        return "\n".join(lines)
+
+    _run(call, as_json, human)
+
+
+@app.command()
+def features(
+    clean: Annotated[Path, typer.Option(help="Clean events directory (from ingest).")] = Path("data/clean"),
+    catalog: Annotated[Path, typer.Option(help="Creators' catalog.")] = Path("data/raw/catalog.json"),
+    out: Annotated[Path, typer.Option(help="Directory for feature tables and spec.")] = Path(
+        "data/features"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to write the JSON summary.")] = Path(
+        "metrics/features.json"
+    ),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build point-in-time CTA and bonus-ranking feature tables and the feature spec."""
+
+    def call() -> dict[str, Any]:
+        from features._fsutil import atomic_write_text
+        from features.batch import build_features
+        from pipeline.params import load_params
+        from pipeline.progress import progress_bars
+
+        config = load_params(params).features
+        with progress_bars(not quiet) as progress:
+            data = build_features(clean, catalog, out, config, progress=progress).to_dict()
+        atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return data
+
+    _run(call, as_json, lambda r: f"feature tables written to {out} (spec {r['spec_hash'][:12]})")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("carryon: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
