@@ -21,7 +21,9 @@ FORBIDDEN = {
     "export": {"pipeline", "edge"},
 }
 # Modules that run on devices: they and everything they import must avoid the training stack.
-DEVICE_MODULES = ("features/online.py", "features/spec.py", "features/schema.py", "features/errors.py")
+DEVICE_MODULES = (
+    "features/online.py", "features/spec.py", "features/schema.py", "features/errors.py", "features/policy.py",
+)
 
 
 def _imports(path: Path) -> set[str]:
