@@ -131,12 +131,13 @@ def ingest(
 
     def human(r: dict[str, Any]) -> str:
         lines = [
-            f"read {r['read']:,}: clean {r['clean']:,}, quarantined {r['quarantined']:,}, "
+            f"read {r['records_read']:,}: clean {r['clean']:,}, quarantined {r['quarantined']:,}, "
             f"duplicates {r['duplicates']:,}, excluded (no consent) {r['excluded_no_consent']:,}",
         ]
-        pseudo = r.get("pseudonymization", {})
-        if pseudo.get("key_source") == "dev-key":
-            lines.append(f"note: pseudonymized with a local development key ({pseudo.get('key_path')})")
+        key = r["pseudonym_key"]
+        if key["source"] == "dev-key":
+            lines.append(f"note: pseudonymized with a local development key ({key['path']}); "
+                         "set CARRYON_PSEUDONYM_KEY_FILE in production")
         return "\n".join(lines)
 
     _run(call, as_json, human)
@@ -171,6 +172,149 @@ def features(
         return data
 
     _run(call, as_json, lambda r: f"feature tables written to {out} (spec {r['spec_hash'][:12]})")
+
+
+def _mount_models() -> None:
+    from pipeline.cli_models import models_app
+
+    app.add_typer(models_app, name="models")
+
+
+_mount_models()
+
+train_app = typer.Typer(help="Train candidates and record them in MLflow.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: bool) -> dict[str, Any]:
+    import dataclasses
+    import hashlib
+
+    from features._fsutil import atomic_write_text
+    from models import _plots
+    from pipeline.params import load_params
+    from pipeline.progress import progress_bars
+    from pipeline.record import file_sha256, git_commit, record_candidates
+    from pipeline.tracking import open_tracking
+
+    p = load_params(params)
+    client = open_tracking(_project_dir(), os.environ)  # fail fast, before minutes of training
+    with progress_bars(not quiet) as progress:
+        if kind == "cta":
+            from models.cta import train_cta
+
+            candidates = train_cta(features_dir, p.train, p.evaluation, p.policy.exploration,
+                                   p.policy.creator_caps, progress=progress)
+            table = features_dir / "cta.parquet"
+        else:
+            from models.bonus import train_bonus
+
+            candidates = train_bonus(features_dir, p.train, p.evaluation, progress=progress)
+            table = features_dir / "bonus.parquet"
+    settings = json.dumps([dataclasses.asdict(p.train), dataclasses.asdict(p.evaluation),
+                           dataclasses.asdict(p.policy)], sort_keys=True, default=str)
+    lineage = {"git_commit": git_commit(_project_dir()), "data_sha256": file_sha256(table),
+               "params_sha256": hashlib.sha256(settings.encode()).hexdigest()}
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import TrackingError
+
+    try:
+        recorded = record_candidates(client, candidates, lineage)
+    except MlflowException as e:
+        raise TrackingError(f"recording the {kind} candidates in MLflow failed: {e.message}") from e
+    finally:
+        for candidate in candidates:
+            _plots.close(candidate.figures)
+    data = {"kind": kind, "lineage": lineage, "candidates": [r.to_dict() for r in recorded]}
+    atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return data
+
+
+def _train_summary(r: dict[str, Any]) -> str:
+    lines = [f"{c['name']} version {c['version']} ({c['family']}): "
+             + ", ".join(f"{k} {v:.4f}" for k, v in sorted(c["metrics"].items())
+                         if k in ("auc", "ece", "lift_dr", "ndcg_at_5", "ndcg_at_5_gain"))
+             for c in r["candidates"]]
+    return "\n".join(lines)
+
+
+@train_app.command("cta")
+def train_cta_command(
+    features_dir: Annotated[Path, typer.Option("--features", help="Feature tables directory.")] = Path(
+        "data/features"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to write the JSON summary.")] = Path("metrics/train_cta.json"),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the CTA candidates (logistic, LightGBM, MLP), evaluate them and their policy, register them."""
+    _run(lambda: _train("cta", features_dir, report, params, quiet), as_json, _train_summary)
+
+
+@train_app.command("bonus")
+def train_bonus_command(
+    features_dir: Annotated[Path, typer.Option("--features", help="Feature tables directory.")] = Path(
+        "data/features"
+    ),
+    report: Annotated[Path, typer.Option(help="Where to write the JSON summary.")] = Path(
+        "metrics/train_bonus.json"
+    ),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the bonus-ranking candidates (LambdaRank, pointwise), evaluate them, register them."""
+    _run(lambda: _train("bonus", features_dir, report, params, quiet), as_json, _train_summary)
+
+
+@app.command()
+def select(
+    report: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = Path("metrics/select.json"),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Set the MLflow alias `candidate` on the version each registered model's rule picks."""
+
+    def call() -> dict[str, Any]:
+        from features._fsutil import atomic_write_text
+        from pipeline.params import load_params
+        from pipeline.registry import SelectRule, select_candidate
+        from pipeline.tracking import open_tracking
+
+        p = load_params(params)
+        client = open_tracking(_project_dir(), os.environ)
+        results = {}
+        for name, rule in p.select.items():
+            limits = {metric: (side, bound) for metric, side, bound in rule.limits}
+            result = select_candidate(client, name, SelectRule(rule.metric, limits))  # type: ignore[arg-type]
+            if result.warning:
+                typer.echo(f"carryon: warning: {result.warning}", err=True)
+            results[name] = result.to_dict()
+        atomic_write_text(report, json.dumps(results, indent=2, sort_keys=True) + "\n")
+        return results
+
+    _run(call, as_json, lambda r: "\n".join(f"{n}: candidate is version {v['candidate']}" for n, v in r.items()))
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Directory for the HTML pages.")] = Path("reports"),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the creator report: one HTML page per registered model, also logged to MLflow."""
+
+    def call() -> dict[str, Any]:
+        from pipeline.params import load_params
+        from pipeline.report import write_reports
+        from pipeline.tracking import open_tracking
+
+        names = list(load_params(params).select)
+        return write_reports(open_tracking(_project_dir(), os.environ), names, out).to_dict()
+
+    _run(call, as_json, lambda r: "\n".join(f"report for {x['name']}: {out / x['file']}" for x in r["reports"]))
 
 
 def main() -> None:

@@ -17,11 +17,33 @@ import yaml
 
 from features.config import ConsentConfig, FeatureConfig, IngestConfig, SimulateConfig
 from features.errors import ConfigError
+from features.policy import ExplorationSettings
 from features.schema import ts_to_us
+from models.config import BONUS_FAMILIES, CTA_FAMILIES, EvalConfig, LightGBMConfig, MLPConfig, TrainConfig
 
 
 class ParamsError(ConfigError):
     """params.yaml is missing, malformed, or a value is out of range."""
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """The rule that picks the `candidate` version of one registered model."""
+
+    metric: str  # maximized
+    limits: tuple[tuple[str, str, float], ...]  # (metric, "min" | "max", bound)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    exploration: ExplorationSettings
+    creator_caps: dict[str, float]  # creator_id -> a lower cap on exploration
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    promotion_floor_cta: float  # lower bound of lift_dr that `models promote` requires
+    promotion_floor_bonus: float  # lower bound of ndcg_at_5_gain
 
 
 @dataclass(frozen=True)
@@ -30,6 +52,11 @@ class Params:
     ingest: IngestConfig
     consent: ConsentConfig
     features: FeatureConfig
+    train: TrainConfig
+    policy: PolicyConfig
+    evaluation: EvalConfig
+    select: dict[str, SelectConfig]  # registered model name -> rule
+    models: ModelsConfig
 
 
 class _Section:
@@ -73,6 +100,29 @@ class _Section:
             raise self._fail(key, f"{allowed}an ISO 8601 time with UTC offset", value) from None
         return str(value)
 
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self._get(key)
+        if value not in choices:
+            raise self._fail(key, "one of " + ", ".join(choices), value)
+        return value  # type: ignore[no-any-return]
+
+    def families(self, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(key)
+        if not isinstance(value, list) or not value or any(v not in allowed for v in value):
+            raise self._fail(key, f"a non-empty list drawn from {list(allowed)}", value)
+        return tuple(value)
+
+    def sub(self, key: str) -> _Section:
+        return _Section(self.source, f"{self.name}.{key}", self._get(key))
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self._get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._fail(key, "a mapping", value)
+        return value
+
     def path(self, key: str) -> str | None:
         value = self._get(key)
         if value is not None and (not isinstance(value, str) or not value):
@@ -99,6 +149,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return _Section(source, name, raw[name])
 
     sim, ing, con, fea = section("simulate"), section("ingest"), section("consent"), section("features")
+    tra, pol, eva, sel, mod = (section(n) for n in ("train", "policy", "evaluation", "select", "models"))
     return Params(
         simulate=SimulateConfig(
             seed=sim.int("seed", 0),
@@ -119,4 +170,69 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         ),
         consent=ConsentConfig(snapshot=str(con.ts("snapshot", words=("latest",)))),
         features=FeatureConfig(label_window_s=fea.float("label_window_s", 1.0, 86_400.0)),
+        train=_train(tra),
+        policy=_policy(pol),
+        evaluation=EvalConfig(
+            n_bootstrap=eva.int("n_bootstrap", 50),
+            alpha=eva.float("alpha", 0.001, 0.5),
+            ece_bins=eva.int("ece_bins", 2),
+        ),
+        select={name: _select(sel.sub(name)) for name in ("cta", "bonus-ranker")},
+        models=ModelsConfig(
+            promotion_floor_cta=mod.float("promotion_floor_cta", -1.0, 1.0),
+            promotion_floor_bonus=mod.float("promotion_floor_bonus", -1.0, 1.0),
+        ),
     )
+
+
+def _train(tra: _Section) -> TrainConfig:
+    lgb, mlp = tra.sub("lightgbm"), tra.sub("mlp")
+    hidden = mlp._get("hidden")
+    if not isinstance(hidden, list) or not hidden or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden
+    ):
+        raise mlp._fail("hidden", "a non-empty list of positive integers", hidden)
+    return TrainConfig(
+        seed=tra.int("seed", 0),
+        test_fraction=tra.float("test_fraction", 0.01, 0.9),
+        cta_families=tra.families("cta_families", CTA_FAMILIES),
+        bonus_families=tra.families("bonus_families", BONUS_FAMILIES),
+        logreg_c=tra.float("logreg_c", 1e-6, 1e6),
+        lightgbm=LightGBMConfig(
+            n_estimators=lgb.int("n_estimators", 1),
+            learning_rate=lgb.float("learning_rate", 1e-4, 1.0),
+            num_leaves=lgb.int("num_leaves", 2),
+            min_child_samples=lgb.int("min_child_samples", 1),
+        ),
+        mlp=MLPConfig(hidden=tuple(hidden), alpha=mlp.float("alpha", 0.0, 10.0), max_iter=mlp.int("max_iter", 1)),
+    )
+
+
+def _policy(pol: _Section) -> PolicyConfig:
+    try:
+        exploration = ExplorationSettings(
+            kind=pol.choice("kind", ("epsilon_greedy", "softmax")),
+            epsilon=pol.float("epsilon", 0.0, 1.0),
+            temperature=pol.float("temperature", 1e-6, 1e6),
+            max_exploration=pol.float("max_exploration", 0.0, 1.0),
+        )
+    except ValueError as e:
+        raise ParamsError(f"{pol.source}: policy: {e}") from e
+    caps = pol.mapping("creator_caps")
+    for creator, cap in caps.items():
+        if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 <= cap <= 1:
+            raise pol._fail(f"creator_caps.{creator}", "a number in [0, 1]", cap)
+    return PolicyConfig(exploration, {str(k): float(v) for k, v in caps.items()})
+
+
+def _select(sel: _Section) -> SelectConfig:
+    metric = sel._get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise sel._fail("metric", "a metric name such as auc or ndcg_at_5", metric)
+    limits = []
+    for name, rule in sel.mapping("limits").items():
+        if (not isinstance(rule, list) or len(rule) != 2 or rule[0] not in ("min", "max")
+                or isinstance(rule[1], bool) or not isinstance(rule[1], int | float)):
+            raise sel._fail(f"limits.{name}", "[min, number] or [max, number]", rule)
+        limits.append((str(name), str(rule[0]), float(rule[1])))
+    return SelectConfig(metric, tuple(limits))

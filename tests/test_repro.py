@@ -41,7 +41,10 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("repro") / "carryon"
     _run(["git", "clone", "--quiet", str(ROOT), str(dest)], cwd=ROOT)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["simulate"].update(creators=2, drops_per_creator=3, viewers_per_drop=60)
+    params["simulate"].update(creators=2, drops_per_creator=4, viewers_per_drop=80)
+    params["train"].update(cta_families=["logreg", "lightgbm"], bonus_families=["lambdarank"])
+    params["evaluation"].update(n_bootstrap=100)
+    params["select"]["cta"]["limits"] = {}  # a tiny world's calibration is noisy; the rule is tested elsewhere
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "small"], cwd=dest)
     return dest
@@ -54,11 +57,14 @@ def test_repro_runs_every_stage_then_nothing(clone: Path) -> None:
         assert f"Running stage '{stage}'" in first.stdout, first.stdout
     assert (clone / "data/features/cta.parquet").is_file()
     assert (clone / "data/features/feature_spec.json").is_file()
+    selected = json.loads((clone / "metrics/select.json").read_text())
+    assert set(selected) == {"cta", "bonus-ranker"}
+    assert all(s["candidate"] >= 1 for s in selected.values())
     report = json.loads((clone / "metrics/ingest.json").read_text())
-    assert report["read"] == (
+    assert report["records_read"] == (
         report["clean"] + report["quarantined"] + report["duplicates"] + report["excluded_no_consent"]
     )
-    assert report["pseudonymization"]["key_source"] == "dev-key"
+    assert report["pseudonym_key"]["source"] == "dev-key"
     assert (clone / ".carryon/pseudonym.key").is_file()
 
     second = _run([sys.executable, "-m", "dvc", "repro"], cwd=clone)
