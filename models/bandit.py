@@ -253,28 +253,38 @@ def check_feature_count(model: Any, spec: BanditSpec, what: str) -> None:
             "(reuse_spec / --reuse-spec), or train on this log")
 
 
-class PyfuncScorer:
-    """``predict_proba`` over a generic MLflow pyfunc model that outputs P(reward = 1) per row."""
+class ProbabilityScorer:
+    """``predict_proba`` over a model whose ``predict`` gives P(reward = 1) per row (a LightGBM
+    binary Booster, a generic MLflow pyfunc model)."""
 
     def __init__(self, model: Any, n_features: int | None) -> None:
-        self._model = model
+        self.model = model
         if n_features is not None:
             self.n_features_in_ = n_features
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        out = np.asarray(self._model.predict(x), dtype=np.float64)
+        out = np.asarray(self.model.predict(x), dtype=np.float64)
         p = out[:, -1] if out.ndim == 2 else out.reshape(-1)
         if p.shape[0] != x.shape[0] or not ((p >= 0) & (p <= 1)).all():
-            raise DataError("the pyfunc model does not output one probability in [0, 1] per row; log the model "
-                            "with its scikit-learn or LightGBM flavor")
+            raise DataError("the model does not output one probability in [0, 1] per row; a policy model must be "
+                            "a click/convert classifier")
         return np.column_stack([1.0 - p, p])
+
+
+def _booster_scorer(booster: Any, uri: str) -> ProbabilityScorer:
+    objective = str(booster.params.get("objective", "unknown"))
+    if objective not in ("binary", "cross_entropy", "xentropy"):
+        raise DataError(f"model {uri} is a LightGBM {objective!r} model, not a click/convert classifier "
+                        "(objective 'binary'); pick a CTA model version")
+    return ProbabilityScorer(booster, int(booster.num_feature()))
 
 
 def load_policy_model(uri: str, bandit_dir: Path) -> Any:
     """Load a model (``models:/NAME/VERSION``, ``runs:/...``, a path) and check it fits this log's inputs.
 
     The tracking store must already be configured (``pipeline.tracking.open_tracking``).
-    Uses the LightGBM or scikit-learn flavor when the model has it, else pyfunc.
+    Uses the LightGBM or scikit-learn flavor when the model has it, else pyfunc; a LightGBM
+    Booster or a pyfunc model is wrapped in :class:`ProbabilityScorer`.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -287,11 +297,13 @@ def load_policy_model(uri: str, bandit_dir: Path) -> Any:
         elif "sklearn" in info.flavors:
             model = mlflow.sklearn.load_model(uri)
         else:
-            model = PyfuncScorer(mlflow.pyfunc.load_model(uri), _signature_width(info))
+            model = ProbabilityScorer(mlflow.pyfunc.load_model(uri), _signature_width(info))
     except (MlflowException, OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise InputUnreadableError(f"{uri}: cannot load the model ({first}); check the name and version with "
                                    "`carryon models list`") from e
+    if not hasattr(model, "predict_proba") and hasattr(model, "num_feature"):  # a LightGBM Booster
+        model = _booster_scorer(model, uri)
     check_feature_count(model, spec, f"model {uri}")
     trained = _trained_spec_hash(info.run_id)
     if trained is not None and trained != spec.hash:

@@ -107,11 +107,21 @@ def ingest(
     report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
         "metrics/ingest.json"
     ),
+    log: Annotated[Path | None, typer.Option(
+        "--log", help="Import an external logged-bandit table (CSV/Parquet) instead of events.")] = None,
+    consent_column: Annotated[str | None, typer.Option(help="--log: column saying whether each row consented.")] = None,
+    consent_basis: Annotated[str | None, typer.Option(help="--log: the consent basis of the whole log.")] = None,
+    reuse_spec: Annotated[Path | None, typer.Option(help="--log: encode with this bandit_spec.json.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate, deduplicate, consent-filter and pseudonymize raw events."""
+    """Validate, deduplicate, consent-filter and pseudonymize raw events (or, with --log, a bandit log)."""
+    if log is not None:
+        if sources:
+            raise _fail("give either event sources or --log, not both")
+        _ingest_log(log, out, quarantine, report, consent_column, consent_basis, reuse_spec, params, as_json)
+        return
     inputs = sources or [Path("data/raw/events.parquet")]
 
     def call() -> dict[str, Any]:
@@ -141,6 +151,55 @@ def ingest(
         return "\n".join(lines)
 
     _run(call, as_json, human)
+
+
+def _ingest_log(log: Path, out: Path, quarantine: Path, report: Path, consent_column: str | None,
+                consent_basis: str | None, reuse_spec: Path | None, params: Path, as_json: bool) -> None:
+    # The event defaults do not fit a log import: send its outputs beside the events'.
+    out = Path("data/bandit") if out == Path("data/clean") else out
+    quarantine = Path("data/raw/bandit_quarantine.jsonl") if quarantine == Path("data/raw/quarantine.jsonl") \
+        else quarantine
+    report = Path("metrics/bandit_import.json") if report == Path("metrics/ingest.json") else report
+
+    def call() -> dict[str, Any]:
+        from features._fsutil import atomic_write_text
+        from features.bandit import import_bandit_log
+        from features.ingest import resolve_key
+        from pipeline.params import load_params
+
+        key = resolve_key(load_params(params).ingest, _project_dir(), os.environ)
+        result = import_bandit_log(log, out, quarantine, key=key, consent_column=consent_column,
+                                   consent_basis=consent_basis, reuse_spec=reuse_spec).to_dict()
+        atomic_write_text(report, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        return result
+
+    _run(call, as_json, lambda r: f"imported {r['clean']:,} of {r['records_read']:,} logged decisions into {out}")
+
+
+@app.command()
+def evaluate(
+    log: Annotated[Path, typer.Option("--log", help="Imported bandit log directory.")] = Path("data/bandit"),
+    policy: Annotated[str, typer.Option(help="uniform, or a registered model: models:/NAME/VERSION.")] = "uniform",
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Estimate a CTA policy's value on a logged-bandit table: IPS, SNIPS and DR with intervals."""
+
+    def call() -> dict[str, Any]:
+        from models.bandit import evaluate_on_log, load_policy_model
+        from pipeline.params import load_params
+
+        p = load_params(params)
+        target: Any = "uniform"
+        if policy != "uniform":
+            from pipeline.tracking import open_tracking
+
+            open_tracking(_project_dir(), os.environ)
+            target = load_policy_model(policy, log)
+        result = evaluate_on_log(log, target, p.policy.exploration, p.evaluation, config=p.train)
+        return {"policy": policy, **result.to_metrics()}
+
+    _run(call, as_json, lambda r: "\n".join(f"{k}: {v:.5f}" for k, v in sorted(r.items()) if k != "policy"))
 
 
 @app.command()
@@ -186,7 +245,8 @@ train_app = typer.Typer(help="Train candidates and record them in MLflow.", no_a
 app.add_typer(train_app, name="train")
 
 
-def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: bool) -> dict[str, Any]:
+def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: bool,
+           log: Path | None = None) -> dict[str, Any]:
     import dataclasses
     import hashlib
 
@@ -199,8 +259,16 @@ def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: boo
 
     p = load_params(params)
     client = open_tracking(_project_dir(), os.environ)  # fail fast, before minutes of training
+    name: str | None = None
+    artifacts: dict[str, Path] = {}
     with progress_bars(not quiet) as progress:
-        if kind == "cta":
+        if log is not None:
+            from features.bandit import LOG_FILE, SPEC_FILE
+            from models.bandit import REGISTERED_MODEL, train_bandit_candidates
+
+            candidates = train_bandit_candidates(log, p.train, p.evaluation, p.policy.exploration)
+            table, name, artifacts = log / LOG_FILE, REGISTERED_MODEL, {SPEC_FILE: log / SPEC_FILE}
+        elif kind == "cta":
             from models.cta import train_cta
 
             candidates = train_cta(features_dir, p.train, p.evaluation, p.policy.exploration,
@@ -220,7 +288,7 @@ def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: boo
     from pipeline.tracking import TrackingError
 
     try:
-        recorded = record_candidates(client, candidates, lineage)
+        recorded = record_candidates(client, candidates, lineage, name=name, artifacts=artifacts)
     except MlflowException as e:
         raise TrackingError(f"recording the {kind} candidates in MLflow failed: {e.message}") from e
     finally:
@@ -247,10 +315,12 @@ def train_cta_command(
     report: Annotated[Path, typer.Option(help="Where to write the JSON summary.")] = Path("metrics/train_cta.json"),
     params: ParamsOpt = Path("params.yaml"),
     as_json: JsonOpt = False,
+    log: Annotated[Path | None, typer.Option(
+        "--log", help="Train on an imported bandit log instead (registered as cta-log).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the CTA candidates (logistic, LightGBM, MLP), evaluate them and their policy, register them."""
-    _run(lambda: _train("cta", features_dir, report, params, quiet), as_json, _train_summary)
+    _run(lambda: _train("cta", features_dir, report, params, quiet, log), as_json, _train_summary)
 
 
 @train_app.command("bonus")

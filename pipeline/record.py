@@ -81,13 +81,20 @@ def _log_model(candidate: Candidate) -> str:
     return str(info.model_uri)
 
 
-def record_candidates(client: MlflowClient, candidates: list[Candidate], lineage: Mapping[str, str]) -> list[Recorded]:
-    """Log every candidate as a run of its kind's experiment and register it as a version."""
+def record_candidates(
+    client: MlflowClient, candidates: list[Candidate], lineage: Mapping[str, str], *,
+    name: str | None = None, artifacts: Mapping[str, Path] | None = None,
+) -> list[Recorded]:
+    """Log every candidate as a run of its kind's experiment and register it as a version.
+
+    ``name`` overrides the registered model (default ``cta`` or ``bonus-ranker`` by kind);
+    ``artifacts`` are extra files logged with every run (artifact path -> file).
+    """
     import mlflow
 
     recorded = []
     for candidate in candidates:
-        name = CTA_MODEL if candidate.kind == "cta" else BONUS_MODEL
+        registered = name or (CTA_MODEL if candidate.kind == "cta" else BONUS_MODEL)
         kind: Kind = "cta" if candidate.kind == "cta" else "bonus"
         tags = {TAG_FAMILY: candidate.family, TAG_KIND: candidate.kind, TAG_SPEC: candidate.spec_hash,
                 **{f"carryon.{k}": v for k, v in lineage.items()}}
@@ -99,8 +106,11 @@ def record_candidates(client: MlflowClient, candidates: list[Candidate], lineage
                             "feature_names.json")
             for file_name, figure in candidate.figures.items():
                 mlflow.log_figure(figure, f"plots/{file_name}")
+            for artifact_path, file in (artifacts or {}).items():
+                folder = Path(artifact_path).parent.as_posix()
+                mlflow.log_artifact(str(file), artifact_path=None if folder == "." else folder)
             model_uri = _log_model(candidate)
-        version = mlflow.register_model(model_uri, name, tags=tags)
-        recorded.append(Recorded(name, int(version.version), run.info.run_id, candidate.family,
+        version = mlflow.register_model(model_uri, registered, tags=tags)
+        recorded.append(Recorded(registered, int(version.version), run.info.run_id, candidate.family,
                                  dict(candidate.metrics)))
     return recorded
