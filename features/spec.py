@@ -82,6 +82,14 @@ def _cat(name: str, values: Iterable[str], description: str) -> Feature:
     return Feature(name, "category", 0.0, (UNKNOWN, *vocab), description)
 
 
+# The vocabularies every catalog draws from: CTA variant styles and micro-bonus kinds.
+CTA_STYLES: tuple[str, ...] = (
+    "plain", "scarcity", "social_proof", "loyalty", "bundle", "pickup", "discount", "countdown",
+)
+BONUS_KINDS: tuple[str, ...] = (
+    "workbook", "template_pack", "live_qa", "physical_kit", "discount_code", "community_pass",
+)
+
 # In-session counters: feature name -> the event type it counts. Only events strictly
 # before the decision time count (point in time).
 SESSION_COUNTS: dict[str, str] = {

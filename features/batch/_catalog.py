@@ -19,15 +19,9 @@ import polars as pl
 
 from features.config import FeatureConfig
 from features.errors import DataError, InputUnreadableError
-from features.spec import Feature, FeatureSpec
+from features.spec import BONUS_KINDS, CTA_STYLES, Feature, FeatureSpec
 
 CATALOG_SCHEMA = 1
-CTA_STYLES: tuple[str, ...] = (
-    "plain", "scarcity", "social_proof", "loyalty", "bundle", "pickup", "discount", "countdown",
-)
-BONUS_KINDS: tuple[str, ...] = (
-    "workbook", "template_pack", "live_qa", "physical_kit", "discount_code", "community_pass",
-)
 _FIX = "regenerate it with `carryon simulate`"
 
 # Item feature name -> the catalog field it encodes, per item kind.

@@ -19,16 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from features.spec import bonus_item_features, context_features, cta_item_features
+from features.spec import BONUS_KINDS, CTA_STYLES, bonus_item_features, context_features, cta_item_features
 
 FloatArray = npt.NDArray[np.float64]
 
-STYLES: tuple[str, ...] = (
-    "plain", "scarcity", "social_proof", "loyalty", "bundle", "pickup", "discount", "countdown",
-)
-BONUS_KINDS: tuple[str, ...] = (
-    "workbook", "template_pack", "live_qa", "physical_kit", "discount_code", "community_pass",
-)
+STYLES = CTA_STYLES
 # Probability that a viewer looks at slate position 1..5 (the claim model's position bias).
 POSITION_BIAS: tuple[float, ...] = (1.0, 0.72, 0.55, 0.43, 0.35)
 SLATE_SIZE = len(POSITION_BIAS)
