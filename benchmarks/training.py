@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.config import TrainConfig  # noqa: E402
+from models.config import TrainConfig
 
 
 def _candidates(features: Path) -> dict[str, float]:

@@ -6,10 +6,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: training runs headless
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
 
 def roc(y: np.ndarray, prob: np.ndarray, title: str) -> Figure:

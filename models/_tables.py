@@ -73,7 +73,9 @@ def _read(path: Path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except (pl.exceptions.ComputeError, OSError) as e:
-        raise InputUnreadableError(f"{path}: not a readable Parquet file ({e}); rebuild it with `carryon features`") from e
+        raise InputUnreadableError(
+            f"{path}: not a readable Parquet file ({e}); rebuild it with `carryon features`"
+        ) from e
 
 
 def _matrix(frame: pl.DataFrame, names: tuple[str, ...], source: str) -> np.ndarray:
@@ -175,7 +177,7 @@ def time_split(creator: np.ndarray, drop: np.ndarray, ts: np.ndarray, test_fract
     frame = pl.DataFrame({"creator": creator, "drop": drop, "ts": ts})
     starts = frame.group_by("creator", "drop").agg(pl.col("ts").min()).sort("creator", "ts", "drop")
     test_drops: set[str] = set()
-    for (cid,), group in starts.group_by("creator", maintain_order=True):
+    for _, group in starts.group_by("creator", maintain_order=True):
         drops = group.get_column("drop").to_list()
         if len(drops) < 2:
             continue

@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from features.schema import ts_to_us
-from features.simulate.response import BONUS_KINDS, KIND_VOCAB, STYLE_VOCAB, STYLES
+from features.simulate.response import KIND_VOCAB, STYLE_VOCAB, STYLES
+from features.spec import BONUS_KINDS
 
 MINUTE_US = 60_000_000
 DAY_US = 1440 * MINUTE_US
