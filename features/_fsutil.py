@@ -84,6 +84,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as f:
+                    os.fsync(f.fileno())
+            _fsync_dir(Path(folder))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

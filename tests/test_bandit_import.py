@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from features.bandit import LOG_FILE, SPEC_FILE, BanditImportReport, BanditSpec, import_bandit_log
 from features.errors import ConfigError, DataError, InputUnreadableError
-from features.ingest import PseudonymKey
-from features.ingest._keys import Pseudonymizer
+from features.ingest import Pseudonymizer, PseudonymKey
 from tests.data.bandit import make_example
 
 EXAMPLE = Path(__file__).parent / "data" / "bandit" / "example.csv"

@@ -23,8 +23,8 @@ from features.bandit._spec import LOG_FILE, SPEC_FILE, BanditSpec, ConsentBasis
 from features.bandit._stage import layout, stage
 from features.bandit._validate import EXCLUDED_REASONS, STATE, judge
 from features.errors import ConfigError
+from features.ingest import Pseudonymizer, PseudonymKey
 from features.ingest._columns import UTC_US
-from features.ingest._keys import Pseudonymizer, PseudonymKey
 
 MAX_BASIS_CHARS = 500
 _DECLARE = ("declare the log's consent basis: either consent_column (--consent-column), a column saying per "

@@ -1,0 +1,147 @@
+"""Clean events on disk: ``events/part=NN/data.parquet``, whole viewers per partition.
+
+A viewer's partition is ``int(viewer_key[:8], 16) % partitions``, so any reader can
+recompute it from the pseudonym alone. Every partition is written, an empty one with
+the full schema; rows are sorted by (viewer_key, ts, event_id). Rows are split by
+partition with one radix sort, then each partition is ordered on integers (viewers
+ranked in (partition, viewer_key) order, then ts; event_id only breaks the ties
+left), gathered, given its pseudonyms and written on its own, two at a time, so
+only two partitions are ever copied at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from features.ingest._columns import UTC_US
+
+CLEAN_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "ts": UTC_US,
+    "creator_id": pl.String(),
+    "drop_id": pl.String(),
+    "session_key": pl.String(),
+    "viewer_key": pl.String(),
+    "type": pl.String(),
+    "variant": pl.String(),
+    "propensity": pl.Float64(),
+    "bonus_id": pl.String(),
+    "slate_id": pl.String(),
+    "position": pl.Int32(),
+    "amount": pl.Float64(),
+    "currency": pl.String(),
+    "device": pl.String(),
+    "channel": pl.String(),
+    "local_pickup": pl.Boolean(),
+    "drop_started_at": UTC_US,
+    "purpose": pl.String(),
+    "action": pl.String(),
+}
+PARTITION_DIR = "events"
+
+
+def partition_of(viewer_key: pl.Expr, partitions: int) -> pl.Expr:
+    """The partition of a viewer: the first 8 hex chars of its pseudonym, mod ``partitions``."""
+    return viewer_key.str.slice(0, 8).str.to_integer(base=16) % partitions
+
+
+def partition_path(root: Path, part: int, partitions: int) -> Path:
+    width = max(2, len(str(partitions - 1)))
+    return root / PARTITION_DIR / f"part={part:0{width}d}" / "data.parquet"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the kept rows go.
+
+    ``rows``: indices of kept rows; ``viewer_rank`` (row for row with ``rows``)
+    indexes ``viewer_keys`` and ``viewer_part``, both in (partition, viewer_key) order.
+    """
+
+    rows: pl.Series
+    viewer_rank: pl.Series
+    viewer_keys: pl.Series
+    viewer_part: pl.Series
+    partitions: int
+
+
+def write_partitions(
+    events: pl.DataFrame,
+    place: Placement,
+    session_keys: Callable[[list[str]], list[str]],
+    root: Path,
+    progress: Callable[[int], None],
+) -> None:
+    """Write the kept rows of ``events`` (schema fields) under ``root``, one file per partition.
+
+    ``session_keys`` pseudonymizes a partition's distinct session ids. Each partition
+    is sorted, gathered, keyed and written by one of two threads: numpy sorts and
+    polars release the GIL, so one thread's Python hashing overlaps the other's work.
+    """
+    rank = place.viewer_rank.to_numpy()
+    at = events.get_column("ts").gather(place.rows).dt.epoch("us").to_numpy()
+    part = place.viewer_part.to_numpy()[rank] if len(rank) else np.zeros(0, dtype=np.int64)
+    small = np.uint16 if place.partitions <= np.iinfo(np.uint16).max else np.uint32
+    by_part = np.argsort(part.astype(small), kind="stable")  # a radix sort for small ints
+    starts = np.searchsorted(part[by_part], np.arange(place.partitions + 1), side="left").tolist()
+    fields = events.drop("viewer_id")
+    event_ids = events.get_column("event_id")
+
+    def write(p: int) -> int:
+        members = by_part[starts[p] : starts[p + 1]]  # positions into place.rows
+        picked = pl.Series(members[_viewer_time_order(rank[members], at[members], event_ids, place.rows, members)])
+        chunk = fields[place.rows.gather(picked)]
+        sessions = chunk.get_column("session_id").unique()
+        hashed = pl.Series("session_key", session_keys(sessions.cast(pl.String).to_list()), dtype=pl.String)
+        chunk = chunk.join(pl.DataFrame([sessions, hashed]), on="session_id", how="left", maintain_order="left")
+        chunk = chunk.with_columns(place.viewer_keys.gather(place.viewer_rank.gather(picked)).alias("viewer_key"))
+        path = partition_path(root, p, place.partitions)
+        path.parent.mkdir(parents=True)
+        chunk.select(pl.col(n).cast(t) for n, t in CLEAN_SCHEMA.items()).write_parquet(
+            path, compression="zstd", statistics=True
+        )
+        return p
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done, _ in enumerate(pool.map(write, range(place.partitions)), 1):
+            progress(done)
+
+
+def _viewer_time_order(
+    rank: np.ndarray, at: np.ndarray, event_ids: pl.Series, rows: pl.Series, members: np.ndarray
+) -> np.ndarray:
+    """The order of one partition's rows by (viewer rank, ts, event_id).
+
+    One sort of a 64-bit (rank, ts offset) key when both fit, else two stable sorts
+    (ts, then rank); rows still tied are then reordered by event_id among themselves.
+    """
+    if len(rank) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offset = (at - at.min()).astype(np.uint64)
+    wide = rank.astype(np.uint64)
+    rank_bits = int(rank.max()).bit_length()
+    if rank_bits + int(offset.max()).bit_length() <= 64:
+        order = np.argsort((wide << np.uint64(64 - rank_bits)) | offset if rank_bits else offset, kind="stable")
+    else:
+        by_ts = np.argsort(at, kind="stable")
+        order = by_ts[np.argsort(wide[by_ts], kind="stable")]
+    ranks, times = rank[order], at[order]
+    same = (ranks[1:] == ranks[:-1]) & (times[1:] == times[:-1])  # same[i]: position i+1 ties i
+    if same.any():
+        group = np.cumsum(np.concatenate([[True], ~same]))  # one id per run of equal (rank, ts)
+        tied = np.flatnonzero(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+        ties = pl.DataFrame(
+            {
+                "group": group[tied],
+                "event_id": event_ids.gather(rows.gather(pl.Series(members[order[tied]]))),
+                "pos": order[tied],
+            }
+        ).sort("group", "event_id")
+        order[tied] = ties.get_column("pos").to_numpy()
+    return order
