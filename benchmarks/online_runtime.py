@@ -49,7 +49,7 @@ def summary(ns: list[int]) -> dict[str, float]:
     us = np.asarray(ns, dtype=np.float64) / 1e3
     return {"calls": int(us.size), "p50_us": round(float(np.percentile(us, 50)), 3),
             "p99_us": round(float(np.percentile(us, 99)), 3), "mean_us": round(float(us.mean()), 3),
-            "max_us": round(float(us.max()), 1)}
+            "max_us": round(float(us.max()), 3)}
 
 
 def sessions_and_spec(n: int, seed: int) -> tuple[list[list[dict[str, Any]]], FeatureSpec, dict[str, Any]]:

@@ -8,7 +8,6 @@ cannot be used is a ConfigError naming where it came from.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -73,16 +72,6 @@ def test_unusable_configured_key_is_a_config_error(
         resolve_key(replace(CONFIG, pseudonym_key_file=config_file), tmp_path, env)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / ".carryon").exists()  # never falls back to a dev key silently
-
-
-def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads files whatever their mode")
-    path = tmp_path / "k.hex"
-    path.write_text(HEX_A)
-    path.chmod(0)
-    with pytest.raises(ConfigError, match=r"k\.hex .*cannot read"):
-        resolve_key(replace(CONFIG, pseudonym_key_file="k.hex"), tmp_path, {})
 
 
 def test_a_key_file_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:

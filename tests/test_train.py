@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from features.errors import DataError, InputUnreadableError
+from models import _plots
 from models._tables import load_catalog, load_cta, time_split
 from models.bonus import train_bonus
 from models.cta import train_cta, variant_inputs
@@ -31,7 +32,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 def _cta(world: World, features_dir: Path | None = None) -> list:
     p = world.params
-    return train_cta(features_dir or world.features, p.train, p.evaluation, p.policy.exploration)
+    candidates = train_cta(features_dir or world.features, p.train, p.evaluation, p.policy.exploration)
+    for c in candidates:
+        _plots.close(c.figures)
+    return candidates
 
 
 def test_time_split_holds_out_latest_drops_whole(world: World) -> None:
