@@ -1,4 +1,5 @@
-"""ONNX export, quantization, mobile packaging and parity gates of every candidate.
+"""ONNX export, quantization, mobile packaging, operator allowlist and parity gates.
 
-Arrives with the export issue; may import ``features`` and ``models`` (ARCHITECTURE.md).
+Device code imports ``export.allowlist`` and ``export.checks``; nothing heavy is imported
+here. The DVC stage is ``export.stage.export_versions`` (``carryon export``).
 """

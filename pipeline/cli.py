@@ -339,6 +339,50 @@ def train_bonus_command(
     _run(lambda: _train("bonus", features_dir, report, params, quiet), as_json, _train_summary)
 
 
+@app.command("export")
+def export_command(
+    train_reports: Annotated[list[Path] | None, typer.Option(
+        "--train-report", help="Training reports naming the versions to export.")] = None,
+    features_dir: Annotated[Path, typer.Option("--features", help="Feature tables directory.")] = Path(
+        "data/features"
+    ),
+    out: Annotated[Path, typer.Option(help="Directory for the exported models.")] = Path("data/export"),
+    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path("metrics/export.json"),
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export each trained candidate to ONNX (+ int8, ORT), check parity, tag its gates in MLflow."""
+    reports = train_reports or [Path("metrics/train_cta.json"), Path("metrics/train_bonus.json")]
+
+    def call() -> dict[str, Any]:
+        from export.stage import export_versions
+        from features._fsutil import atomic_write_text
+        from features.errors import InputUnreadableError
+        from pipeline.params import load_params
+        from pipeline.progress import progress_bars
+        from pipeline.tracking import open_tracking
+
+        versions = []
+        for path in reports:
+            try:
+                trained = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise InputUnreadableError(f"{path}: cannot read the training report ({e}); run `carryon train`") from e
+            versions += [(c["name"], int(c["version"])) for c in trained["candidates"]]
+        p = load_params(params)
+        client = open_tracking(_project_dir(), os.environ)
+        with progress_bars(not quiet) as progress:
+            results = export_versions(client, versions, features_dir, out, p.train.test_fraction, progress=progress)
+        data = {"versions": [r.to_dict() for r in results]}
+        atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return data
+
+    _run(call, as_json, lambda r: "\n".join(
+        f"{v['name']} v{v['version']} ({v['family']}): gates {'passed' if v['passed'] else 'FAILED'}"
+        for v in r["versions"]))
+
+
 @app.command()
 def select(
     report: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = Path("metrics/select.json"),
@@ -350,7 +394,7 @@ def select(
     def call() -> dict[str, Any]:
         from features._fsutil import atomic_write_text
         from pipeline.params import load_params
-        from pipeline.registry import SelectRule, select_candidate
+        from pipeline.registry import SelectRule, gates_passed, select_candidate
         from pipeline.tracking import open_tracking
 
         p = load_params(params)
@@ -358,7 +402,8 @@ def select(
         results = {}
         for name, rule in p.select.items():
             limits = {metric: (side, bound) for metric, side, bound in rule.limits}
-            result = select_candidate(client, name, SelectRule(rule.metric, limits))  # type: ignore[arg-type]
+            checks = (gates_passed,) if rule.require_export else ()
+            result = select_candidate(client, name, SelectRule(rule.metric, limits, checks))  # type: ignore[arg-type]
             if result.warning:
                 typer.echo(f"carryon: warning: {result.warning}", err=True)
             results[name] = result.to_dict()

@@ -32,6 +32,7 @@ class SelectConfig:
 
     metric: str  # maximized
     limits: tuple[tuple[str, str, float], ...]  # (metric, "min" | "max", bound)
+    require_export: bool  # only versions whose export gates passed qualify
 
 
 @dataclass(frozen=True)
@@ -235,4 +236,7 @@ def _select(sel: _Section) -> SelectConfig:
                 or isinstance(rule[1], bool) or not isinstance(rule[1], int | float)):
             raise sel._fail(f"limits.{name}", "[min, number] or [max, number]", rule)
         limits.append((str(name), str(rule[0]), float(rule[1])))
-    return SelectConfig(metric, tuple(limits))
+    require = sel._get("require_export")
+    if not isinstance(require, bool):
+        raise sel._fail("require_export", "true or false", require)
+    return SelectConfig(metric, tuple(limits), require)

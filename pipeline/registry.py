@@ -41,6 +41,7 @@ __all__ = [
     "SelectionError",
     "VersionRow",
     "gates_not_failed",
+    "gates_passed",
     "list_versions",
     "promote",
     "promotion_checks",
@@ -117,6 +118,13 @@ Check = Callable[[VersionRow], "str | None"]  # None: the version passes; else w
 def gates_not_failed(row: VersionRow) -> str | None:
     """A version whose run (or the version itself) is tagged ``carryon.gates=failed`` never qualifies."""
     return f"{TAG_GATES} = failed" if row.gates == "failed" else None
+
+
+def gates_passed(row: VersionRow) -> str | None:
+    """The export gates ran and passed (``carryon.gates=passed``); a version not yet exported fails."""
+    if row.gates == "passed":
+        return None
+    return f"{TAG_GATES} = {row.gates or 'not set'} (export it with `carryon export`)"
 
 
 @dataclass(frozen=True)

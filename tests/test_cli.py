@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("simulate", "ingest", "features", "train cta", "train bonus", "select", "report")
+COMMANDS = ("simulate", "ingest", "features", "train cta", "train bonus", "export", "select", "report", "evaluate")
 
 
 def _carryon(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
