@@ -30,7 +30,12 @@ session.update({"type": "join", "ts": "2026-09-01T18:00:00Z", "device": "phone",
                 "channel": "popup", "drop_started_at": "2026-09-01T17:55:00Z"})
 session.update({"type": "chat", "ts": "2026-09-01T18:01:00Z"})
 vector = session.context("2026-09-01T18:02:00Z")
+from export.allowlist import load_allowlist
+from features.policy import CtaPolicy, ExplorationSettings
+allowed = load_allowlist().allows("ai.onnx.ml", "TreeEnsemble", 5)
+choice, propensity = CtaPolicy(ExplorationSettings()).decide(np.array([0.1, 0.3, 0.2]), 0.5)
 print(json.dumps({"stack": stack, "vector": vector.tolist(), "dtype": str(vector.dtype),
+                  "allowed": allowed, "propensity": propensity,
                   "modules": sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1].split(","))}))
 """
 
@@ -57,6 +62,8 @@ def test_online_runtime_runs_without_training_stack(base_python: Path, tmp_path:
     assert out["stack"] == {name: False for name in TRAIN_STACK}
     assert out["modules"] == []
     assert out["dtype"] == "float32"
+    assert out["allowed"] is True  # the operator allowlist ships inside the package
+    assert 0 < out["propensity"] <= 1
     spec_names = ["minute_in_drop", "secs_since_join", "secs_since_last_chat", "sess_chats"]
     values = dict(zip(spec_names, out["vector"][:4], strict=True))
     assert values == {"minute_in_drop": 7.0, "secs_since_join": 120.0,
