@@ -1,0 +1,164 @@
+"""The export-sizes benchmark on a real tiny export: every figure present, agreeing with the export report.
+
+No assertion on speed: this checks the command, its JSON, the baseline loaded from MLflow,
+and that a missing report or file ends in a message naming it rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "export_sizes.py"
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import export_sizes  # noqa: E402
+
+
+def _bench(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), "--repeats", "2", "--warmup", "0", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], dict[str, Any]]:
+    """A project dir with metrics/export.json, data/export and an MLflow SQLite store, like `carryon export`."""
+    from export.stage import export_versions
+    from models import _plots
+    from models.cta import train_cta
+    from pipeline.record import record_candidates
+    from pipeline.tracking import open_tracking
+    from tests.world import run_data_stages, small_params
+
+    root = tmp_path_factory.mktemp("project")
+    params = small_params(creators=2, drops=4, viewers=120)
+    params = replace(params, train=replace(params.train, cta_families=("logreg", "lightgbm", "mlp"),
+                                           lightgbm=replace(params.train.lightgbm, n_estimators=30)),
+                     evaluation=replace(params.evaluation, n_bootstrap=30))
+    world = run_data_stages(root / "world", params)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+        client = open_tracking(root, os.environ)
+        candidates = train_cta(world.features, params.train, params.evaluation, params.policy.exploration)
+        recorded = record_candidates(client, candidates, {"git_commit": "test"})
+        for c in candidates:
+            _plots.close(c.figures)
+        results = export_versions(client, [(r.name, r.version) for r in recorded], world.features,
+                                  root / "data" / "export", params.train.test_fraction)
+    report = {"versions": [r.to_dict() for r in results]}
+    (root / "metrics").mkdir()
+    (root / "metrics" / "export.json").write_text(json.dumps(report), encoding="utf-8")
+    return root, env, report
+
+
+@pytest.mark.slow
+def test_reports_every_figure_for_every_candidate(project: tuple[Path, dict[str, str], dict[str, Any]]) -> None:
+    root, env, report = project
+    result = _bench(root, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.lstrip().startswith("{"), "progress must go to stderr, only JSON on stdout"
+    data = json.loads(result.stdout)
+    assert data["benchmark"] == "export_sizes"
+    assert data["repeats"] == 2
+    by_family = {c["family"]: c for c in data["candidates"]}
+    assert set(by_family) == {"logreg", "lightgbm", "mlp"}
+    exported = {v["family"]: v for v in report["versions"]}
+    for family, cand in by_family.items():
+        sizes = exported[family]["sizes"]
+        assert cand["files"]["onnx"]["bytes"] == sizes["onnx_bytes"]
+        assert cand["files"]["ort"]["bytes"] == sizes["ort_bytes"]
+        for role, form in cand["files"].items():
+            assert form["session_create_ms_median"] > 0, (family, role)
+            assert form["session_create_ms_min"] <= form["session_create_ms_median"]
+            if role != "ort":
+                assert form["weight_bytes"] == form["initializer_bytes"] + form["tree_tensor_bytes"] > 0
+        assert cand["ratios"]["onnx_over_ort_session_time"] > 0
+
+    tree = by_family["lightgbm"]
+    assert tree["kind"] == "tree"
+    assert tree["files"]["onnx"]["tree_tensor_bytes"] > tree["files"]["onnx"]["initializer_bytes"]
+    base = tree["baseline"]
+    assert base["bytes"] > 0 and base["weight_bytes"] > 0 and base["session_create_ms_median"] > 0
+    assert base["opsets"]["ai.onnx.ml"] < 5
+    for key in ("size_ratio_legacy_over_opset5", "weight_ratio_legacy_over_opset5",
+                "session_time_ratio_legacy_over_opset5", "session_time_ratio_legacy_over_ort"):
+        assert base[key] > 0, key
+
+    net = by_family["mlp"]
+    assert net["kind"] == "network"
+    assert net["files"]["int8_onnx"]["bytes"] == exported["mlp"]["sizes"]["int8_onnx_bytes"]
+    assert net["ratios"]["ort_source"] == "int8_onnx"
+    assert net["ratios"]["float_over_int8_layer_bytes"] > 1  # int8 layers are smaller whatever the target says
+    for key in ("float_over_int8_bytes", "float_over_int8_weight_bytes", "float_over_int8_session_time"):
+        assert net["ratios"][key] > 0, key
+    assert "baseline" not in by_family["logreg"] and "int8_onnx" not in by_family["logreg"]["files"]
+
+    targets = data["targets"]
+    assert set(targets["tree_size_vs_legacy"]["measured"]) == {f"cta v{tree['version']}"}
+    assert set(targets["int8_layer_weights_vs_float"]["measured"]) == {f"cta v{net['version']}"}
+    for judged in targets.values():
+        assert isinstance(judged["pass"], bool)
+    assert str(root) not in result.stdout and "/tmp/" not in result.stdout
+
+
+@pytest.mark.slow
+def test_without_baseline_no_mlflow_is_needed(project: tuple[Path, dict[str, str], dict[str, Any]]) -> None:
+    root, env, _ = project
+    env = {**env, "MLFLOW_TRACKING_URI": "sqlite:////nonexistent-dir/never.db"}
+    result = _bench(root, "--no-baseline", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert all("baseline" not in c for c in data["candidates"])
+    assert data["targets"]["tree_size_vs_legacy"]["pass"] is None
+
+
+def test_a_missing_report_is_named_with_the_fix(tmp_path: Path) -> None:
+    result = _bench(tmp_path)
+    assert result.returncode == 2
+    assert "export.json" in result.stderr and "carryon export" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_file_missing_from_the_export_dir_is_named(tmp_path: Path) -> None:
+    entry = {"name": "cta", "version": 3, "family": "logreg", "passed": True,
+             "files": {"onnx": "cta/v3/model.onnx", "ort": "cta/v3/model.ort"}}
+    (tmp_path / "report.json").write_text(json.dumps({"versions": [entry]}), encoding="utf-8")
+    result = _bench(tmp_path, "--report", "report.json", "--export-dir", "exported")
+    assert result.returncode == 2
+    assert "cta/v3/model.onnx" in result.stderr and "--export-dir" in result.stderr
+    assert str(tmp_path) not in result.stderr
+
+
+def test_weight_bytes_count_tree_tensors_and_initializers() -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    splits = numpy_helper.from_array(np.zeros(3, dtype=np.float32))
+    leaves = numpy_helper.from_array(np.zeros(4, dtype=np.float32))
+    members = numpy_helper.from_array(np.zeros(5, dtype=np.float32))
+    node = helper.make_node("TreeEnsemble", ["x"], ["y"], domain="ai.onnx.ml", nodes_splits=splits,
+                            leaf_weights=leaves, membership_values=members, nodes_featureids=[0, 0, 0])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+                              initializer=[numpy_helper.from_array(np.zeros(2, dtype=np.float64), "c")])
+    counted = export_sizes.weight_bytes(helper.make_model(graph))
+    assert counted == {"initializer_bytes": 16, "tree_tensor_bytes": 48, "weight_bytes": 64}
+
+
+def test_a_target_is_unjudged_without_candidates_and_fails_on_any_miss() -> None:
+    assert export_sizes.targets([])["tree_size_vs_legacy"]["pass"] is None
+    cands = [{"name": "cta", "version": v, "ratios": {"float_over_int8_layer_bytes": r}}
+             for v, r in ((1, 4.0), (2, 3.0))]
+    judged = export_sizes.targets(cands)["int8_layer_weights_vs_float"]
+    assert judged["measured"] == {"cta v1": 4.0, "cta v2": 3.0}
+    assert judged["pass"] is False
