@@ -133,9 +133,11 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
     diff = float(np.max(np.abs(_session_run(model, x_test) - _native_scores(native, x_test))))
     result.gates["float_vs_native_max_abs_diff"] = _gate(diff, FLOAT_TOLERANCE, diff <= FLOAT_TOLERANCE)
     if family in ("lightgbm", "lambdarank"):
-        from export.trees import threshold_report
+        from export.trees import precision_report, threshold_report
 
         flips = threshold_report(native, x_test)
+        # What precision below float32 the trees could take without changing a decision (issue 4).
+        result.details["precision_report"] = precision_report(native, x_test[:_CALIBRATION_ROWS])
         routing = int(flips["data"]["leaf_flips_nudged"] + flips["boundary"]["leaf_flips_nudged"])
         result.gates["routing_flips"] = _gate(routing, 0, routing == 0)
         result.details["threshold_report"] = flips

@@ -20,9 +20,10 @@ import onnx
 
 from export._tree_dump import TreeExportError, booster_of, read_ensemble
 from export._tree_graph import tree_graph
+from export._tree_precision import precision_report
 from export._tree_report import count_flips
 
-__all__ = ["TreeExportError", "legacy_onnx", "lightgbm_to_onnx", "threshold_report"]
+__all__ = ["TreeExportError", "legacy_onnx", "lightgbm_to_onnx", "precision_report", "threshold_report"]
 
 Kind = Literal["classifier", "ranker", "regressor"]
 _OUTPUT = {"classifier": "probability", "ranker": "score", "regressor": "score"}
