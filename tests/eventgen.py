@@ -23,34 +23,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-UTC_US = pl.Datetime("us", "UTC")
+from features.clean_events import CLEAN_SCHEMA, UTC_US
+from features.spec import BONUS_KINDS, CTA_STYLES
 
-# Column -> dtype of clean events, in file order (the shared brief, "Clean events").
-CLEAN_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "ts": UTC_US,
-    "creator_id": pl.String(),
-    "drop_id": pl.String(),
-    "session_key": pl.String(),
-    "viewer_key": pl.String(),
-    "type": pl.String(),
-    "variant": pl.String(),
-    "propensity": pl.Float64(),
-    "bonus_id": pl.String(),
-    "slate_id": pl.String(),
-    "position": pl.Int32(),
-    "amount": pl.Float64(),
-    "currency": pl.String(),
-    "device": pl.String(),
-    "channel": pl.String(),
-    "local_pickup": pl.Boolean(),
-    "drop_started_at": UTC_US,
-    "purpose": pl.String(),
-    "action": pl.String(),
-}
-
-STYLES = ("plain", "scarcity", "social_proof", "loyalty", "bundle", "pickup", "discount", "countdown")
-KINDS = ("workbook", "template_pack", "live_qa", "physical_kit", "discount_code", "community_pass")
+STYLES = CTA_STYLES
+KINDS = BONUS_KINDS
 NICHES = ("ceramics", "baking", "woodwork", "guitar", "watercolor", "coding")
 N_VARIANTS = 8
 N_BONUSES = 20

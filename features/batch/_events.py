@@ -11,28 +11,15 @@ from pathlib import Path
 
 import polars as pl
 
+from features.clean_events import CLEAN_SCHEMA
 from features.errors import DataError, InputUnreadableError
-
-UTC_US = pl.Datetime("us", "UTC")
 
 # The clean-event columns the features read, with their dtypes.
 NEEDED: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "ts": UTC_US,
-    "creator_id": pl.String(),
-    "drop_id": pl.String(),
-    "session_key": pl.String(),
-    "viewer_key": pl.String(),
-    "type": pl.String(),
-    "variant": pl.String(),
-    "propensity": pl.Float64(),
-    "bonus_id": pl.String(),
-    "slate_id": pl.String(),
-    "position": pl.Int32(),
-    "device": pl.String(),
-    "channel": pl.String(),
-    "local_pickup": pl.Boolean(),
-    "drop_started_at": UTC_US,
+    name: CLEAN_SCHEMA[name] for name in (
+        "event_id", "ts", "creator_id", "drop_id", "session_key", "viewer_key", "type", "variant", "propensity",
+        "bonus_id", "slate_id", "position", "device", "channel", "local_pickup", "drop_started_at",
+    )
 }
 _FIX = "run `carryon ingest` to write it"
 

@@ -19,31 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.ingest._columns import UTC_US
-
-CLEAN_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "ts": UTC_US,
-    "creator_id": pl.String(),
-    "drop_id": pl.String(),
-    "session_key": pl.String(),
-    "viewer_key": pl.String(),
-    "type": pl.String(),
-    "variant": pl.String(),
-    "propensity": pl.Float64(),
-    "bonus_id": pl.String(),
-    "slate_id": pl.String(),
-    "position": pl.Int32(),
-    "amount": pl.Float64(),
-    "currency": pl.String(),
-    "device": pl.String(),
-    "channel": pl.String(),
-    "local_pickup": pl.Boolean(),
-    "drop_started_at": UTC_US,
-    "purpose": pl.String(),
-    "action": pl.String(),
-}
-PARTITION_DIR = "events"
+from features.clean_events import CLEAN_SCHEMA, PARTITION_DIR
 
 
 def partition_of(viewer_key: pl.Expr, partitions: int) -> pl.Expr:
