@@ -294,7 +294,9 @@ def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: boo
     finally:
         for candidate in candidates:
             _plots.close(candidate.figures)
-    data = {"kind": kind, "lineage": lineage, "candidates": [r.to_dict() for r in recorded]}
+    data = {"kind": kind, "lineage": lineage, "candidates": [r.to_dict() for r in recorded],
+            # keyed by family so `dvc metrics show/diff` can compare runs (it cannot flatten lists)
+            "by_family": {r.family: {"version": r.version, **r.metrics} for r in recorded}}
     atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return data
 
@@ -374,7 +376,9 @@ def export_command(
         client = open_tracking(_project_dir(), os.environ)
         with progress_bars(not quiet) as progress:
             results = export_versions(client, versions, features_dir, out, p.train.test_fraction, progress=progress)
-        data = {"versions": [r.to_dict() for r in results]}
+        data = {"versions": [r.to_dict() for r in results],
+                "gates": {f"{r.name}-v{r.version}": {"passed": r.passed, **{g: v["value"] for g, v in r.gates.items()},
+                                                     **r.sizes} for r in results}}
         atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return data
 
