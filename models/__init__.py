@@ -1,4 +1,5 @@
-"""CTA and bonus-ranking candidates, their offline evaluation and MLflow registration.
+"""CTA and bonus-ranking candidates, their metrics and offline policy evaluation.
 
-Arrives with the models issue; may import ``features`` only (ARCHITECTURE.md).
+Returns fitted candidates with their evidence; recording them in MLflow is
+``pipeline.record``'s job. May import ``features`` only (ARCHITECTURE.md).
 """

@@ -1,1 +1,1 @@
-"""The ``carryon`` CLI, the params loader and progress display: wires the stages."""
+"""The ``carryon`` CLI, the params loader, progress display and everything MLflow: wires the stages."""
