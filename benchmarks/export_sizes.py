@@ -34,10 +34,8 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 TREE_FAMILIES = ("lightgbm", "lambdarank")
-TREE_TENSORS = ("nodes_splits", "leaf_weights", "membership_values")
 TARGETS = {"tree_size_ratio_min": 2.5, "tree_session_time_ratio_min": 1.5, "int8_layer_weight_ratio_min": 3.5}
 
 
@@ -47,15 +45,9 @@ class BenchmarkInputError(RuntimeError):
 
 def weight_bytes(model: onnx.ModelProto) -> dict[str, int]:
     """Initializer bytes, TreeEnsemble attribute-tensor bytes, their sum; layer bytes for networks."""
-    from export._graph import layer_weight_bytes
+    from export._graph import initializer_bytes, layer_weight_bytes, tree_tensor_bytes
 
-    init = sum(int(numpy_helper.to_array(t).nbytes) for t in model.graph.initializer)
-    tree = 0
-    for node in model.graph.node:
-        if node.op_type == "TreeEnsemble":
-            for attr in node.attribute:
-                if attr.name in TREE_TENSORS and attr.type == onnx.AttributeProto.TENSOR:
-                    tree += int(numpy_helper.to_array(attr.t).nbytes)
+    init, tree = initializer_bytes(model), tree_tensor_bytes(model)
     out = {"initializer_bytes": init, "tree_tensor_bytes": tree, "weight_bytes": init + tree}
     if any(node.op_type == "MatMul" for node in model.graph.node):
         out["layer_bytes"] = layer_weight_bytes(model)
@@ -109,7 +101,6 @@ def _read(export_dir: Path, relative: str, what: str) -> bytes:
 
 def _legacy_model(name: str, version: int, n_features: int, project: Path) -> onnx.ModelProto:
     import mlflow
-
     from export.trees import legacy_onnx
     from pipeline.tracking import open_tracking
 

@@ -69,6 +69,19 @@ def initializer_bytes(model: onnx.ModelProto) -> int:
     return sum(int(numpy_helper.to_array(t).nbytes) for t in model.graph.initializer)
 
 
+# TreeEnsemble keeps its parameters in attribute tensors, not initializers.
+TREE_TENSORS = ("nodes_splits", "leaf_weights", "membership_values")
+
+
+def tree_tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the TreeEnsemble attribute tensors (thresholds, leaf weights, membership sets)."""
+    return sum(
+        int(numpy_helper.to_array(attr.t).nbytes)
+        for node in model.graph.node if node.op_type == "TreeEnsemble"
+        for attr in node.attribute if attr.name in TREE_TENSORS and attr.type == onnx.AttributeProto.TENSOR
+    )
+
+
 def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The model's single output on ``x`` (float32 [N, F]), evaluated by onnxruntime on CPU."""
     options = ort.SessionOptions()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from export._graph import initializer_bytes, tree_tensor_bytes
 from export.allowlist import check_operators, load_allowlist
 from export.checks import check_model, strip_paths
 from export.mobile import mobile_usability, to_ort
@@ -160,7 +161,7 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
         result.details["quantization"] = {"method": quant.method, **{k: v for k, v in parity.items()
                                                                       if k != "passed"}}
         deployable = quant.model
-    result.sizes["weight_bytes"] = sum(len(t.raw_data) or t.ByteSize() for t in deployable.graph.initializer)
+    result.sizes["weight_bytes"] = initializer_bytes(deployable) + tree_tensor_bytes(deployable)
     deployable_path = folder / ("model.int8.onnx" if deployable is not model else "model.onnx")
     ort_files = to_ort(deployable_path, folder)
     result.files["ort"] = f"{name}/v{version}/{ort_files.ort_model}"
