@@ -101,6 +101,7 @@ def _read(export_dir: Path, relative: str, what: str) -> bytes:
 
 def _legacy_model(name: str, version: int, n_features: int, project: Path) -> onnx.ModelProto:
     import mlflow
+
     from export.trees import legacy_onnx
     from pipeline.tracking import open_tracking
 
