@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from export._graph import initializer_bytes, tree_tensor_bytes
+from export._graph import initializer_bytes, run, tree_tensor_bytes
 from export.allowlist import check_operators, load_allowlist
 from export.checks import check_model, strip_paths
 from export.mobile import mobile_usability, to_ort
@@ -62,15 +62,6 @@ class ExportedVersion:
 
 def _gate(value: float, limit: float, ok: bool) -> dict[str, Any]:
     return {"value": value, "limit": limit, "passed": bool(ok)}
-
-
-def _session_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"features": x.astype(np.float32)})[0], dtype=np.float64).reshape(-1)
 
 
 def _native_scores(model: Any, x: np.ndarray) -> np.ndarray:
@@ -131,7 +122,7 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
     result.files["onnx"] = f"{name}/v{version}/model.onnx"
 
     x_test = table["x_test"]
-    diff = float(np.max(np.abs(_session_run(model, x_test) - _native_scores(native, x_test))))
+    diff = float(np.max(np.abs(run(model, x_test).astype(np.float64).reshape(-1) - _native_scores(native, x_test))))
     result.gates["float_vs_native_max_abs_diff"] = _gate(diff, FLOAT_TOLERANCE, diff <= FLOAT_TOLERANCE)
     if family in ("lightgbm", "lambdarank"):
         from export.trees import precision_report, threshold_report

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import typer
 
 from features.errors import CarryonError
+from pipeline._cli_common import fail as _fail
+from pipeline._cli_common import needs_training_stack
 
 app = typer.Typer(
     name="carryon",
@@ -27,17 +29,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Top-level modules of the `train` extra: a missing one means a base-only install.
-_TRAIN_STACK = frozenset({"polars", "pyarrow", "pandas", "duckdb", "sklearn", "lightgbm", "mlflow", "dvc"})
-
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"carryon: error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -48,12 +42,7 @@ def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dic
         raise _fail(str(e)) from None
     except ModuleNotFoundError as e:
         # Stages import the training stack lazily; a device install has only the base.
-        if (e.name or "").split(".")[0] not in _TRAIN_STACK:
-            raise
-        raise _fail(
-            f"this command needs the training stack (missing module {e.name!r}); "
-            "install it with: pip install 'carryon[train]'"
-        ) from None
+        raise needs_training_stack(e) from None
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -100,13 +89,13 @@ def simulate(
 @app.command()
 def ingest(
     sources: Annotated[list[Path] | None, typer.Argument(help="JSONL/Parquet files or directories.")] = None,
-    out: Annotated[Path, typer.Option(help="Directory for clean events.")] = Path("data/clean"),
-    quarantine: Annotated[Path, typer.Option(help="Quarantine file (raw zone).")] = Path(
-        "data/raw/quarantine.jsonl"
-    ),
-    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path(
-        "metrics/ingest.json"
-    ),
+    out: Annotated[Path | None, typer.Option(
+        help="Output directory [default: data/clean, with --log data/bandit].")] = None,
+    quarantine: Annotated[Path | None, typer.Option(
+        help="Quarantine file, raw zone [default: data/raw/quarantine.jsonl, with --log "
+             "data/raw/bandit_quarantine.jsonl].")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON report [default: metrics/ingest.json, with --log metrics/bandit_import.json].")] = None,
     log: Annotated[Path | None, typer.Option(
         "--log", help="Import an external logged-bandit table (CSV/Parquet) instead of events.")] = None,
     consent_column: Annotated[str | None, typer.Option(help="--log: column saying whether each row consented.")] = None,
@@ -120,9 +109,14 @@ def ingest(
     if log is not None:
         if sources:
             raise _fail("give either event sources or --log, not both")
-        _ingest_log(log, out, quarantine, report, consent_column, consent_basis, reuse_spec, params, as_json)
+        _ingest_log(log, out or Path("data/bandit"), quarantine or Path("data/raw/bandit_quarantine.jsonl"),
+                    report or Path("metrics/bandit_import.json"), consent_column, consent_basis, reuse_spec,
+                    params, as_json)
         return
     inputs = sources or [Path("data/raw/events.parquet")]
+    out = out or Path("data/clean")
+    quarantine = quarantine or Path("data/raw/quarantine.jsonl")
+    report = report or Path("metrics/ingest.json")
 
     def call() -> dict[str, Any]:
         from features._fsutil import atomic_write_text
@@ -155,12 +149,6 @@ def ingest(
 
 def _ingest_log(log: Path, out: Path, quarantine: Path, report: Path, consent_column: str | None,
                 consent_basis: str | None, reuse_spec: Path | None, params: Path, as_json: bool) -> None:
-    # The event defaults do not fit a log import: send its outputs beside the events'.
-    out = Path("data/bandit") if out == Path("data/clean") else out
-    quarantine = Path("data/raw/bandit_quarantine.jsonl") if quarantine == Path("data/raw/quarantine.jsonl") \
-        else quarantine
-    report = Path("metrics/bandit_import.json") if report == Path("metrics/ingest.json") else report
-
     def call() -> dict[str, Any]:
         from features._fsutil import atomic_write_text
         from features.bandit import import_bandit_log

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from features.errors import CarryonError
+from pipeline._cli_common import fail as _fail
+from pipeline._cli_common import needs_training_stack
 
 __all__ = ["models_app"]
 
@@ -36,10 +38,7 @@ def _run(call: Callable[[Any], Any], as_json: bool, human: Callable[[Any], None]
     try:
         from mlflow.exceptions import MlflowException
     except ModuleNotFoundError as e:
-        raise _fail(
-            f"this command needs the training stack (missing module {e.name!r}); "
-            "install it with: pip install 'carryon[train]'"
-        ) from None
+        raise needs_training_stack(e) from None
 
     from pipeline.tracking import open_tracking
 
@@ -55,11 +54,6 @@ def _run(call: Callable[[Any], Any], as_json: bool, human: Callable[[Any], None]
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
         human(result)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"carryon: error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _who() -> str:
