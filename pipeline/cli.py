@@ -229,6 +229,18 @@ def _mount_models() -> None:
 
 _mount_models()
 
+
+def _mount_device_and_release() -> None:
+    # Each module imports its stage inside its commands, so mounting costs only typer.
+    from edge import cli as edge_cli
+    from pipeline import cli_bench, cli_bundle, cli_publish
+
+    for module in (cli_bench, cli_bundle, cli_publish, edge_cli):
+        module.register(app)
+
+
+_mount_device_and_release()
+
 train_app = typer.Typer(help="Train candidates and record them in MLflow.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
