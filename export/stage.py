@@ -10,6 +10,7 @@ the version, which ``select`` and bundles respect.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -154,6 +155,9 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
         deployable = quant.model
     result.sizes["weight_bytes"] = initializer_bytes(deployable) + tree_tensor_bytes(deployable)
     deployable_path = folder / ("model.int8.onnx" if deployable is not model else "model.onnx")
+    # The file a device runs (int8 where quantized): bench reports and bundles find the version by its hash.
+    result.files["deploy_onnx"] = f"{name}/v{version}/{deployable_path.name}"
+    result.details["deploy_sha256"] = hashlib.sha256(deployable_path.read_bytes()).hexdigest()
     ort_files = to_ort(deployable_path, folder)
     result.files["ort"] = f"{name}/v{version}/{ort_files.ort_model}"
     result.files["required_operators"] = f"{name}/v{version}/{ort_files.required_operators}"
@@ -213,6 +217,8 @@ def _record(client: MlflowClient, result: ExportedVersion) -> None:
     run_id = result.details["run_id"]
     client.set_tag(run_id, "carryon.gates", status)
     client.set_model_version_tag(result.name, str(result.version), "carryon.gates", status)
+    client.set_model_version_tag(result.name, str(result.version), "carryon.deploy_sha256",
+                                 result.details["deploy_sha256"])
     for gate, figures in result.gates.items():
         value = float(figures["value"])
         if math.isfinite(value):
