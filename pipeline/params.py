@@ -48,6 +48,28 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class DeviceProfile:
+    """A class of target device and the budgets a model must meet on it."""
+
+    name: str
+    p99_us: float  # decision latency for one real call (K variants or N bonuses)
+    session_create_ms: float  # cold start: loading the model into a session
+    peak_rss_mib: float  # peak RSS of the benchmark process holding one model
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How the benchmark job measures, and which budgets selection respects."""
+
+    threads: int
+    warmup: int
+    min_iterations: int
+    time_budget_s: float  # per model: stop measuring after this, whatever the count
+    target_profile: str  # `select` refuses a version over this profile's budget on a measured device
+    profiles: dict[str, DeviceProfile]
+
+
+@dataclass(frozen=True)
 class Params:
     simulate: SimulateConfig
     ingest: IngestConfig
@@ -58,6 +80,7 @@ class Params:
     evaluation: EvalConfig
     select: dict[str, SelectConfig]  # registered model name -> rule
     models: ModelsConfig
+    bench: BenchConfig
 
 
 class _Section:
@@ -151,6 +174,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
     sim, ing, con, fea = section("simulate"), section("ingest"), section("consent"), section("features")
     tra, pol, eva, sel, mod = (section(n) for n in ("train", "policy", "evaluation", "select", "models"))
+    ben = section("bench")
     return Params(
         simulate=SimulateConfig(
             seed=sim.int("seed", 0),
@@ -183,6 +207,31 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             promotion_floor_cta=mod.float("promotion_floor_cta", -1.0, 1.0),
             promotion_floor_bonus=mod.float("promotion_floor_bonus", -1.0, 1.0),
         ),
+        bench=_bench(ben),
+    )
+
+
+def _bench(ben: _Section) -> BenchConfig:
+    profiles_raw = ben.mapping("profiles")
+    if not profiles_raw:
+        raise ben._fail("profiles", "a non-empty mapping of profile name -> budgets", profiles_raw)
+    profiles = {}
+    for name in profiles_raw:
+        sub = ben.sub("profiles").sub(str(name))
+        profiles[str(name)] = DeviceProfile(
+            name=str(name),
+            p99_us=sub.float("p99_us", 1.0, 1e9),
+            session_create_ms=sub.float("session_create_ms", 0.01, 1e7),
+            peak_rss_mib=sub.float("peak_rss_mib", 1.0, 1e6),
+        )
+    target = ben.choice("target_profile", tuple(profiles))
+    return BenchConfig(
+        threads=ben.int("threads", 1),
+        warmup=ben.int("warmup", 0),
+        min_iterations=ben.int("min_iterations", 10),
+        time_budget_s=ben.float("time_budget_s", 0.1, 3600.0),
+        target_profile=target,
+        profiles=profiles,
     )
 
 
