@@ -70,6 +70,28 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class BundleConfig:
+    """What `carryon bundle build` packs and signs."""
+
+    creator: str | None  # creator the bundle is for; None = the first creator of the catalog
+    expires_days: float  # a bundle past its expiry is not installed
+    signing_key_file: str | None  # creator's private key; env CARRYON_SIGNING_KEY wins; None = local dev key
+    golden_cases: int  # synthetic golden vectors per model
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """The TUF repository `carryon publish` writes (outside DVC outputs)."""
+
+    repository: str  # directory served by any static HTTP server
+    keys_dir: str  # repository role keys, kept apart from creator keys
+    root_expires_days: float
+    targets_expires_days: float
+    snapshot_expires_days: float
+    timestamp_expires_hours: float  # `publish --refresh` must run more often than this
+
+
+@dataclass(frozen=True)
 class Params:
     simulate: SimulateConfig
     ingest: IngestConfig
@@ -81,6 +103,8 @@ class Params:
     select: dict[str, SelectConfig]  # registered model name -> rule
     models: ModelsConfig
     bench: BenchConfig
+    bundle: BundleConfig
+    publish: PublishConfig
 
 
 class _Section:
@@ -174,7 +198,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
     sim, ing, con, fea = section("simulate"), section("ingest"), section("consent"), section("features")
     tra, pol, eva, sel, mod = (section(n) for n in ("train", "policy", "evaluation", "select", "models"))
-    ben = section("bench")
+    ben, bun, pub = section("bench"), section("bundle"), section("publish")
     return Params(
         simulate=SimulateConfig(
             seed=sim.int("seed", 0),
@@ -208,6 +232,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             promotion_floor_bonus=mod.float("promotion_floor_bonus", -1.0, 1.0),
         ),
         bench=_bench(ben),
+        bundle=BundleConfig(
+            creator=bun.path("creator"),
+            expires_days=bun.float("expires_days", 0.01, 3650.0),
+            signing_key_file=bun.path("signing_key_file"),
+            golden_cases=bun.int("golden_cases", 1),
+        ),
+        publish=PublishConfig(
+            repository=str(pub.path("repository") or ""),
+            keys_dir=str(pub.path("keys_dir") or ""),
+            root_expires_days=pub.float("root_expires_days", 1.0, 3650.0),
+            targets_expires_days=pub.float("targets_expires_days", 0.01, 3650.0),
+            snapshot_expires_days=pub.float("snapshot_expires_days", 0.01, 3650.0),
+            timestamp_expires_hours=pub.float("timestamp_expires_hours", 0.01, 8760.0),
+        ),
     )
 
 
