@@ -11,28 +11,18 @@ fixture does this once per test session.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import pytest
+from debian import ProgramMissing, ensure_program, find_program
 
 PACKAGE: Final = "chromium"  # Debian's package; it installs /usr/bin/chromium
 NAMES: Final = ("chromium", "chromium-browser")
 DEFAULT_PATH: Final = Path("/usr/bin/chromium")
-INSTALL_TIMEOUT_S: Final = 1200.0  # apt-get update + install of a browser on a slow mirror
 RENDER_TIMEOUT_S: Final = 120.0
-LOCK_NAME: Final = "carryon-chromium-install.lock"
-HOW_TO_INSTALL: Final = (
-    "install Debian's chromium package: `sudo apt-get update && sudo apt-get install -y "
-    "--no-install-recommends chromium` (or run the tests as root, which installs it automatically)"
-)
 # Quiet, offline, throw-away browser: no sandbox (root in a container), no GPU, no network chatter.
 FLAGS: Final = (
     "--headless",
@@ -56,60 +46,15 @@ class ChromiumMissing(RuntimeError):
 
 def find_chromium() -> str | None:
     """The Chromium executable on this machine, or None."""
-    if DEFAULT_PATH.is_file() and os.access(DEFAULT_PATH, os.X_OK):
-        return str(DEFAULT_PATH)
-    for name in NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    return find_program(NAMES, (DEFAULT_PATH,))
 
 
 def ensure_chromium() -> str:
     """Chromium's path; installs Debian's package (as root, with apt-get) under a lock when missing."""
-    found = find_chromium()
-    if found:
-        return found
-    apt_get = shutil.which("apt-get")
-    if apt_get is None or os.geteuid() != 0:
-        why = "apt-get is not available" if apt_get is None else "the tests do not run as root"
-        raise ChromiumMissing(f"headless Chromium is needed to render the creator report, and {why}: {HOW_TO_INSTALL}")
-    with _install_lock():
-        found = find_chromium()  # another process may have installed it while we waited
-        if found:
-            return found
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        wait = ("-o", "DPkg::Lock::Timeout=600")  # wait for another apt/dpkg instead of failing
-        for command in ([apt_get, *wait, "update"],
-                        [apt_get, *wait, "install", "-y", "--no-install-recommends", PACKAGE]):
-            _run_install_step(command, env)
-    found = find_chromium()
-    if found is None:
-        raise ChromiumMissing(f"apt-get installed {PACKAGE} but no chromium executable was found; {HOW_TO_INSTALL}")
-    return found
-
-
-def _run_install_step(command: list[str], env: dict[str, str]) -> None:
-    shown = " ".join(["apt-get", *command[1:]])
     try:
-        done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=INSTALL_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise ChromiumMissing(f"`{shown}` did not finish in {INSTALL_TIMEOUT_S:g} s; {HOW_TO_INSTALL}") from None
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip()[-1500:]
-        raise ChromiumMissing(f"`{shown}` failed (exit {done.returncode}): {tail}\n{HOW_TO_INSTALL}")
-
-
-@contextlib.contextmanager
-def _install_lock() -> Iterator[None]:
-    path = Path(tempfile.gettempdir()) / LOCK_NAME
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return ensure_program(NAMES, PACKAGE, "to render the creator report", (DEFAULT_PATH,))
+    except ProgramMissing as e:
+        raise ChromiumMissing(str(e)) from None
 
 
 @pytest.fixture(scope="session")
