@@ -397,16 +397,18 @@ def select(
 
     def call() -> dict[str, Any]:
         from features._fsutil import atomic_write_text
+        from pipeline.bench_results import budget_check
         from pipeline.params import load_params
         from pipeline.registry import SelectRule, gates_passed, select_candidate
         from pipeline.tracking import open_tracking
 
         p = load_params(params)
+        within_budget = budget_check(p.bench)  # budgets act through ingested bench reports only
         client = open_tracking(_project_dir(), os.environ)
         results = {}
         for name, rule in p.select.items():
             limits = {metric: (side, bound) for metric, side, bound in rule.limits}
-            checks = (gates_passed,) if rule.require_export else ()
+            checks = ((gates_passed,) if rule.require_export else ()) + (within_budget,)
             result = select_candidate(client, name, SelectRule(rule.metric, limits, checks))  # type: ignore[arg-type]
             if result.warning:
                 typer.echo(f"carryon: warning: {result.warning}", err=True)

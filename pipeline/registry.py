@@ -124,6 +124,8 @@ def gates_passed(row: VersionRow) -> str | None:
     """The export gates ran and passed (``carryon.gates=passed``); a version not yet exported fails."""
     if row.gates == "passed":
         return None
+    if row.gates == "failed":  # exporting again will not help; the same words as gates_not_failed, shown once
+        return f"{TAG_GATES} = failed"
     return f"{TAG_GATES} = {row.gates or 'not set'} (export it with `carryon export`)"
 
 
@@ -189,8 +191,8 @@ class SelectRule:
         return (gates_not_failed, _Present(self.metric), *limits, *self.extra_checks)
 
     def failures(self, row: VersionRow) -> list[str]:
-        """Why ``row`` does not qualify (empty: it qualifies)."""
-        return [reason for check in self.checks() if (reason := check(row)) is not None]
+        """Why ``row`` does not qualify (empty: it qualifies), each reason once."""
+        return list(dict.fromkeys(reason for check in self.checks() if (reason := check(row)) is not None))
 
     def describe(self) -> str:
         parts = [f"maximize {self.metric}", f"{TAG_GATES} != failed"]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from features._fsutil import atomic_write_text
 from features.schema import us_to_iso
+from pipeline.bench_plot import pareto_section
 from pipeline.registry import CANDIDATE, CHAMPION, VersionRow, list_versions
 from pipeline.tracking import TAG_GATES, ensure_experiment, model_kind
 
@@ -113,7 +114,8 @@ def _write_one(client: MlflowClient, name: str, out_dir: Path) -> ModelReport:
     rows = list_versions(client, name)  # RegistryError if the model is not registered
     with _no_progress_bars():
         versions = [_collect(client, row) for row in rows]
-    page = _page(name, versions, us_to_iso(time.time_ns() // 1000))
+        pareto = pareto_section(client, name)  # "" until the bench stage has measured versions
+    page = _page(name, versions, us_to_iso(time.time_ns() // 1000), pareto)
     file_name = f"{name}.html"
     run_id = _log_page(client, name, file_name, page, rows)
     atomic_write_text(out_dir / file_name, page)  # only once MLflow holds it
@@ -460,7 +462,7 @@ def _section(kind: str, v: _Version) -> str:
     return "".join(parts)
 
 
-def _page(name: str, versions: Sequence[_Version], generated: str) -> str:
+def _page(name: str, versions: Sequence[_Version], generated: str, pareto: str = "") -> str:
     kind = model_kind(name)
     title = ("Which call-to-action to show: model versions" if kind == "cta"
              else "How to order micro-bonuses: model versions")
@@ -482,7 +484,7 @@ def _page(name: str, versions: Sequence[_Version], generated: str) -> str:
             f"<p>{_e(intro)}</p><p>{_e(ranges)}</p>",
             _recommendation(name, kind, versions)]
     if versions:
-        body += [_table(kind, versions), *(_section(kind, v) for v in versions)]
+        body += [_table(kind, versions), pareto, *(_section(kind, v) for v in versions)]
     else:
         body.append("<p>No versions yet: train candidates first (<code>carryon train</code>).</p>")
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
