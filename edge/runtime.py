@@ -17,9 +17,10 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from math import isfinite
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -27,7 +28,7 @@ import onnxruntime as ort
 from features.errors import CarryonError, DataError
 from features.online import SessionFeatures, ViewerHistory
 from features.policy import CtaPolicy, ExplorationSettings
-from features.schema import MAX_ID_CHARS, ts_to_us, us_to_iso
+from features.schema import MAX_ID_CHARS, ts_to_us
 from features.spec import FeatureSpec
 
 __all__ = ["BundleLoadError", "Decision", "EdgeRuntime", "SessionError", "bundle_for"]
@@ -35,8 +36,13 @@ __all__ = ["BundleLoadError", "Decision", "EdgeRuntime", "SessionError", "bundle
 KINDS = ("cta", "bonus-ranker")
 SESSION_KEYS = frozenset({"consent", "events", "history", "at", "viewer_ref", "session_id", "drop_id"})
 HISTORY_KEYS = ("sessions", "enrolls", "claims", "cta_clicks")
+_HISTORY_FIELDS = frozenset(HISTORY_KEYS)
 MAX_COUNT = 1_000_000  # history counts beyond this are not a viewer's history (float32 stays exact below 2**24)
 _REINSTALL = "reinstall the bundle with `carryon edge pull`"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_from_iso = datetime.fromisoformat
+_DATES: dict[int, str] = {}  # day since the epoch -> its ISO date
 
 
 class BundleLoadError(CarryonError):
@@ -79,8 +85,7 @@ class Decision:
         }
 
 
-@dataclass(frozen=True)
-class _Request:
+class _Request(NamedTuple):  # a tuple: built once a decision, cheaper than a frozen dataclass
     events: Sequence[Mapping[str, Any]]
     history: ViewerHistory | None
     at: int | None
@@ -199,7 +204,8 @@ class EdgeRuntime:
         self._cta.inputs[:, n:] = cta_items
         self._bonus.inputs[:, n:] = bonus_items
         self._ctx = np.zeros(n, np.float32)
-        self._bonus_ids = np.asarray(self.bonuses, dtype=object)
+        self._bonus_ids = tuple(self.bonuses)
+        self._bonus_rows = range(len(self.bonuses))
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self.feature_factory = SessionFeatures  # tests swap in a spy
@@ -270,7 +276,7 @@ class EdgeRuntime:
         if at is None:
             if not request.events:
                 raise SessionError("session: give 'at' (ISO time of the decision) or at least one event")
-            at = ts_to_us(request.events[-1]["ts"])  # already parsed once by update()
+            at = _iso_us(request.events[-1]["ts"])  # already parsed once by update()
         try:
             features.context(at, self._ctx)
         except ValueError as e:
@@ -279,15 +285,19 @@ class EdgeRuntime:
         self._cta.inputs[:, :n] = self._ctx
         self._bonus.inputs[:, :n] = self._ctx
         cta = self._cta.run()
-        bonus = self._bonus.run()
-        if not (np.isfinite(cta).all() and np.isfinite(bonus).all()):
+        bonus = self._bonus.run().tolist()
+        cta_scores = cta.tolist()
+        # float32 scores as Python floats: the sums cannot overflow, so they are finite iff every score is.
+        if not isfinite(sum(cta_scores) + sum(bonus)):
             raise DataError(f"bundle {self.creator_id} v{self.bundle_version}: a model returned a non-finite score")
         choice, propensity = self.policy.decide(cta, self._rng)
-        order = np.argsort(-bonus, kind="stable")
+        # Highest first, ties in catalog order: a stable descending sort (as a stable argsort of -scores).
+        order = sorted(self._bonus_rows, key=bonus.__getitem__, reverse=True)
+        ids = self._bonus_ids
         return Decision(
             self.creator_id, self.bundle_version, True, "consent", self.variants[choice], propensity,
-            tuple(self._bonus_ids[order].tolist()), tuple(cta.tolist()), tuple(bonus[order].tolist()),
-            us_to_iso(at), request.session_id, request.drop_id, request.viewer_ref,
+            tuple([ids[i] for i in order]), tuple(cta_scores), tuple([bonus[i] for i in order]),
+            _iso(at), request.session_id, request.drop_id, request.viewer_ref,
         )
 
 
@@ -314,6 +324,32 @@ def _open_model(root: Path, entry: object, kind: str, rows: int, width: int, thr
     raise BundleLoadError(f"{root}: cannot load the {kind} model ({'; '.join(problems)})")
 
 
+def _iso_us(value: Any) -> int:
+    """``ts_to_us`` with a fast path for ISO strings with an offset (Python >= 3.11 parses a trailing "Z")."""
+    if type(value) is str:
+        try:
+            parsed = _from_iso(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return (parsed - _EPOCH) // _ONE_US
+    return ts_to_us(value)  # the exact result, or the error, for every other input
+
+
+def _iso(us: int) -> str:
+    """``us_to_iso(us)``, formatting the date part once per day: decisions of a session share their day."""
+    day, rest = divmod(us, 86_400_000_000)
+    date = _DATES.get(day)
+    if date is None:
+        if len(_DATES) >= 64:
+            _DATES.clear()
+        date = _DATES[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+    seconds, micros = divmod(rest, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{date}T{hour:02d}:{minute:02d}:{second:02d}.{micros:06d}Z"
+
+
 def _optional_id(session: Mapping[str, Any], key: str) -> str | None:
     value = session.get(key)
     if value is None:
@@ -325,10 +361,10 @@ def _optional_id(session: Mapping[str, Any], key: str) -> str | None:
 
 def _consented(session: Mapping[str, Any]) -> bool:
     """The request's personalization consent (absent = not granted), after checking its top-level shape."""
-    if not isinstance(session, Mapping):
+    if type(session) is not dict and not isinstance(session, Mapping):
         raise SessionError(f"session: expected a JSON object, got {type(session).__name__}")
-    unknown = sorted(set(session) - SESSION_KEYS)
-    if unknown:
+    if not SESSION_KEYS.issuperset(session):
+        unknown = sorted(set(session) - SESSION_KEYS)
         raise SessionError(f"session: unknown field(s) {', '.join(map(str, unknown))}; "
                            f"allowed: {', '.join(sorted(SESSION_KEYS))}")
     consent = session.get("consent") or {}
@@ -343,21 +379,21 @@ def _consented(session: Mapping[str, Any]) -> bool:
 def _parse(session: Mapping[str, Any]) -> _Request:
     """The consented request's fields; events themselves are checked as the features read them."""
     events = session.get("events") or []
-    if not isinstance(events, list) or not all(isinstance(e, Mapping) for e in events):
+    if not isinstance(events, list) or not all(type(e) is dict or isinstance(e, Mapping) for e in events):
         raise SessionError("session events: expected a list of event objects")
     at: int | None = None
     if session.get("at") is not None:
         try:
-            at = ts_to_us(session["at"])
+            at = _iso_us(session["at"])
         except (TypeError, ValueError) as e:
             raise SessionError(f"session at: not an ISO 8601 time with offset ({e})") from None
     history = None
     raw = session.get("history")
     if raw is not None:
-        if not isinstance(raw, Mapping) or not set(raw) <= set(HISTORY_KEYS):
+        if not isinstance(raw, Mapping) or not _HISTORY_FIELDS.issuperset(raw):
             raise SessionError(f"session history: expected an object with fields among {', '.join(HISTORY_KEYS)}")
         try:
-            history = ViewerHistory(**{k: raw[k] for k in HISTORY_KEYS if k in raw})
+            history = ViewerHistory(**raw)
         except (ValueError, TypeError) as e:
             raise SessionError(f"session history: {e}") from None
         if max(history.sessions, history.enrolls, history.claims, history.cta_clicks) > MAX_COUNT:

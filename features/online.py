@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -47,11 +47,25 @@ _NICHE = _JOINED.stop
 _COUNTER: dict[str, int] = {kind: i for i, kind in enumerate(SESSION_COUNTS.values())}
 _SLATE_COUNTER = len(SESSION_COUNTS)
 _NO_EVENT = -(2**63)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_from_iso = datetime.fromisoformat
+# Per spec object: (the spec, slot permutation or None, defaults without history and niche, niche codes).
+_LAYOUTS: dict[int, tuple[FeatureSpec, list[int] | None, list[float], dict[str | None, float]]] = {}
 
 
 def _us(value: object, what: str) -> int:
     if type(value) is int:
         return value
+    if type(value) is str:
+        # Hot path: Python >= 3.11 parses a trailing "Z" itself. Anything it refuses, or
+        # a time without offset, goes through ts_to_us for its exact result or error.
+        try:
+            parsed = _from_iso(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return (parsed - _EPOCH) // _ONE_US
     try:
         return ts_to_us(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
@@ -113,22 +127,25 @@ class SessionFeatures:
         self, spec: FeatureSpec, *, creator_niche: str | None = None,
         history: ViewerHistory | None = None,
     ) -> None:
-        unknown = [n for n in spec.context_names if n not in _SLOTS]
-        if unknown or len(spec.context) != len(_SLOTS):
-            raise ValueError(
-                f"feature spec context {spec.context_names} does not match the online "
-                f"runtime's features {_SLOTS}; update features.online with the spec"
-            )
+        layout = _LAYOUTS.get(id(spec))
+        if layout is None or layout[0] is not spec:
+            layout = _layout(spec)
         self._spec = spec
         self._n_ctx = len(_SLOTS)
         self._n_cta = len(spec.cta_item)
         self._n_bonus = len(spec.bonus_item)
-        perm = [_SLOTS.index(n) for n in spec.context_names]
-        self._perm: list[int] | None = None if perm == list(range(len(_SLOTS))) else perm
-        defaults: list[float] = [spec[n].default for n in _SLOTS]
-        hist = (history or ViewerHistory()).to_features()
-        defaults[_HIST] = [hist[n] for n in HISTORY_COUNTS]
-        defaults[_NICHE] = spec["creator_niche"].encode(creator_niche)
+        self._perm: list[int] | None = layout[1]
+        defaults = list(layout[2])
+        if history is not None:
+            defaults[_HIST] = [float(history.sessions), float(history.enrolls), float(history.claims),
+                               float(history.cta_clicks)]
+        niches = layout[3]
+        niche = niches.get(creator_niche)
+        if niche is None:
+            niche = spec["creator_niche"].encode(creator_niche)
+            if len(niches) < 256:
+                niches[creator_niche] = niche
+        defaults[_NICHE] = niche
         self._defaults = defaults
         self._vals: list[float] = list(defaults)
         self._counts = [0] * (len(SESSION_COUNTS) + 1)
@@ -270,3 +287,24 @@ class SessionFeatures:
             base.sessions + 1, base.enrolls + counts["enroll"],
             base.claims + counts["bonus_claim"], base.cta_clicks + counts["cta_click"],
         )
+
+
+def _layout(spec: FeatureSpec) -> tuple[FeatureSpec, list[int] | None, list[float], dict[str | None, float]]:
+    """What every session of ``spec`` starts from, computed once per spec object (a decision builds one a call)."""
+    names = spec.context_names
+    unknown = [n for n in names if n not in _SLOTS]
+    if unknown or len(spec.context) != len(_SLOTS):
+        raise ValueError(
+            f"feature spec context {names} does not match the online "
+            f"runtime's features {_SLOTS}; update features.online with the spec"
+        )
+    perm = [_SLOTS.index(n) for n in names]
+    defaults: list[float] = [spec[n].default for n in _SLOTS]
+    hist = ViewerHistory().to_features()
+    defaults[_HIST] = [hist[n] for n in HISTORY_COUNTS]
+    if len(_LAYOUTS) >= 16:  # a process sees a handful of specs; never grow without bound
+        _LAYOUTS.clear()
+    layout: tuple[FeatureSpec, list[int] | None, list[float], dict[str | None, float]] = (
+        spec, None if perm == list(range(len(_SLOTS))) else perm, defaults, {})
+    _LAYOUTS[id(spec)] = layout
+    return layout

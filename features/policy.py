@@ -126,7 +126,8 @@ class CtaPolicy:
         u = rng.random() if isinstance(rng, np.random.Generator) else float(rng)
         if not 0.0 <= u < 1.0:
             raise ValueError(f"u must be a uniform draw in [0, 1), got {u!r}")
-        arr = np.asarray(scores, dtype=np.float64)
+        # float32 and float64 arrays hold their values exactly as Python floats: no float64 copy.
+        arr = scores if type(scores) is np.ndarray and scores.dtype.char in "fd" else np.asarray(scores, np.float64)
         if arr.ndim != 1:
             raise ValueError(f"scores must have shape (K,), got shape {arr.shape}")
         values: list[float] = arr.tolist()
