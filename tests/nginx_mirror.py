@@ -3,7 +3,9 @@
 ``NginxMirror(root, workdir)`` writes a minimal config (static files, HTTP Range on, logs and
 temp files under ``workdir``), starts ``nginx -g 'daemon off;'`` on a free 127.0.0.1 port and
 waits until it answers. ``stop()`` kills it (a mirror that went away), ``start()`` brings it back
-on the same port. nginx is installed with apt-get when missing (tests/debian.py).
+on the same port; ``pause()``/``resume()`` SIGSTOP/SIGCONT it (a stalled mirror: connections accepted
+by the kernel, no byte sent); ``limit_rate`` (nginx syntax, e.g. ``"64k"``) caps each response's rate
+(a slow or trickling mirror). nginx is installed with apt-get when missing (tests/debian.py).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def _free_port() -> int:
 class NginxMirror:
     """One nginx process serving ``root`` read-only at ``url``."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, limit_rate: str | None = None) -> None:
         self.nginx = ensure_program(["nginx"], "nginx", "to serve the repository mirrors", (Path("/usr/sbin/nginx"),))
         self.root, self.workdir = root, workdir
+        self.limit_rate = limit_rate
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -44,6 +47,7 @@ class NginxMirror:
 
     def _config(self) -> str:
         w = self.workdir
+        rate = f"    limit_rate {self.limit_rate};\n" if self.limit_rate else ""
         user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read test dirs (mode 0700 as root)
         temps = "".join(f"  {kind}_temp_path {w / 'tmp' / kind};\n"
                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -55,7 +59,7 @@ class NginxMirror:
             "  types { application/json json; application/x-tar tar; }\n"
             "  default_type application/octet-stream;\n"
             "  sendfile on;\n"
-            f"  server {{\n    listen 127.0.0.1:{self.port};\n    root {self.root};\n"
+            f"  server {{\n    listen 127.0.0.1:{self.port};\n    root {self.root};\n{rate}"
             "    location / { try_files $uri =404; }\n  }\n}\n"
         )
 
@@ -89,3 +93,13 @@ class NginxMirror:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP master and worker: the port still accepts connections, nothing answers (a stalled mirror)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)

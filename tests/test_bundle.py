@@ -12,7 +12,7 @@ import json
 import os
 import tarfile
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,14 @@ from export.bundle._golden import feature_range, golden_cases, synthetic_rows
 from features.spec import FeatureSpec
 from tests.world import World, run_data_stages, small_params
 
-NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+# Built "now" (to the hour) so that bundles stay within their 30-day expiry whenever the suite runs.
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 CONSENT = {"snapshot_id": "snap01", "snapshot": "2026-10-11T20:35:44Z", "consented_viewers": 40,
            "excluded_viewers": 7}
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def test_bundle_holds_the_contract_files_and_manifest(bw: BundleWorld, built: di
     m = json.loads((folder / "manifest.json").read_text())
     assert m["schema"] == 1 and m["personalization"] is True and m["rehearsal"] is True
     assert m["signing"] == {"key_id": bw.key.key_id, "dev_key": False}
-    assert m["created_at"] == "2026-11-01T12:00:00Z" and m["expires_at"] == "2026-12-01T12:00:00Z"
+    assert m["created_at"] == _iso(NOW) and m["expires_at"] == _iso(NOW + timedelta(days=30))
     assert set(m["files"]) == set(names) - {"manifest.json", "model.sig"}
     cta = m["models"]["cta"]
     assert (cta["registered_model"], cta["version"], cta["input"], cta["output"]) == ("cta", 1, "features",
