@@ -92,6 +92,17 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class ScaleConfig:
+    """Where ingest, features and LightGBM training run: this process, or a Dask cluster."""
+
+    engine: str  # "local" or "dask"
+    scheduler: str | None  # a dask.distributed scheduler address; None = a LocalCluster started for the run
+    workers: int  # LocalCluster worker processes
+    threads_per_worker: int
+    partitions: int  # viewer-hash partitions of the events (each holds whole viewers)
+
+
+@dataclass(frozen=True)
 class Params:
     simulate: SimulateConfig
     ingest: IngestConfig
@@ -105,6 +116,7 @@ class Params:
     bench: BenchConfig
     bundle: BundleConfig
     publish: PublishConfig
+    scale: ScaleConfig
 
 
 class _Section:
@@ -198,7 +210,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
     sim, ing, con, fea = section("simulate"), section("ingest"), section("consent"), section("features")
     tra, pol, eva, sel, mod = (section(n) for n in ("train", "policy", "evaluation", "select", "models"))
-    ben, bun, pub = section("bench"), section("bundle"), section("publish")
+    ben, bun, pub, sca = section("bench"), section("bundle"), section("publish"), section("scale")
     return Params(
         simulate=SimulateConfig(
             seed=sim.int("seed", 0),
@@ -245,6 +257,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             targets_expires_days=pub.float("targets_expires_days", 0.01, 3650.0),
             snapshot_expires_days=pub.float("snapshot_expires_days", 0.01, 3650.0),
             timestamp_expires_hours=pub.float("timestamp_expires_hours", 0.01, 8760.0),
+        ),
+        scale=ScaleConfig(
+            engine=sca.choice("engine", ("local", "dask")),
+            scheduler=sca.path("scheduler"),
+            workers=sca.int("workers", 1),
+            threads_per_worker=sca.int("threads_per_worker", 1),
+            partitions=sca.int("partitions", 1),
         ),
     )
 
