@@ -99,7 +99,6 @@ class ScaleConfig:
     scheduler: str | None  # a dask.distributed scheduler address; None = a LocalCluster started for the run
     workers: int  # LocalCluster worker processes
     threads_per_worker: int
-    partitions: int  # viewer-hash partitions of the events (each holds whole viewers)
 
 
 @dataclass(frozen=True)
@@ -263,7 +262,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             scheduler=sca.path("scheduler"),
             workers=sca.int("workers", 1),
             threads_per_worker=sca.int("threads_per_worker", 1),
-            partitions=sca.int("partitions", 1),
         ),
     )
 
