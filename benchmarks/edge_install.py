@@ -171,11 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path, default=ROOT / ".carryon" / "keys" / "dev-signing.pub",
                         help="public key of data/bundle (default: the local development key)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".cache" / "edge_install")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="a bundle tar (<creator>/<version>.tar) to use instead of data/bundle; needs --key")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.starts < 1:
         parser.error("--runs and --starts must be >= 1")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    tar, public, source = default_bundle(args.key) or build_bundle(args.workdir)
+    if args.bundle is not None:
+        tar, public, source = args.bundle.resolve(), args.key, "given (--bundle)"
+    else:
+        tar, public, source = default_bundle(args.key) or build_bundle(args.workdir)
     creator, version = tar.parent.name, int(tar.stem)
     log(f"bundle {creator} v{version} ({tar.stat().st_size:,} bytes), {source}")
 

@@ -160,3 +160,31 @@ def test_no_absolute_path_in_the_output(report: dict[str, Any]) -> None:
     assert "/tmp/" not in stdout
     home = str(Path.home())
     assert len(home) < 2 or home not in stdout
+
+
+@pytest.mark.slow
+def test_edge_install_benchmark_prints_its_figures_without_paths(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The edge install benchmark runs on a real signed bundle (the bundle tests' world) and reports."""
+    from test_bundle import bundle_world
+
+    bw = bundle_world(tmp_path_factory.getbasetemp() / "bundle-world")  # shared with the bundle tests
+    tar = Path(bw.build(tmp_path / "bundles", alias="champion")["tar"])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "edge_install.py"), "--runs", "1", "--starts", "1",
+         "--workdir", str(tmp_path / "work"), "--bundle", str(tar), "--key", str(_public_key(bw, tmp_path))],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    for figure in ("verify_install_ms", "golden_child_ms", "start_to_first_decision_ms"):
+        assert report[figure]["median"] > 0
+    assert set(report["met"]) == {"verify_install", "start_to_first_decision"}
+    assert str(ROOT) not in result.stdout and str(tmp_path) not in result.stdout
+
+
+def _public_key(bw: Any, tmp_path: Path) -> Path:
+    path = tmp_path / "creator.pub"
+    path.write_bytes(bw.key.public_pem)
+    return path
