@@ -83,3 +83,51 @@ def test_cli_help_and_clear_refusal_without_training_stack(base_python: Path, tm
     assert refused.returncode == 1
     assert "pip install 'carryon[train]'" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+SESSION = {
+    "consent": {"personalization": True},
+    "events": [{"type": "join", "ts": "2026-09-01T18:00:00Z", "device": "phone", "channel": "popup",
+                "drop_started_at": "2026-09-01T17:55:00Z"},
+               {"type": "chat", "ts": "2026-09-01T18:01:00Z"}],
+    "history": {"sessions": 2, "enrolls": 1},
+    "at": "2026-09-01T18:02:00Z",
+}
+
+
+def test_bundle_verify_and_edge_decide_run_on_the_base_install(
+    base_python: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A real signed bundle (built with the training stack here) verifies and decides on a device install."""
+    import json
+
+    from test_bundle import bundle_world
+
+    bw = bundle_world(tmp_path_factory.getbasetemp() / "bundle-world")  # shared with the bundle tests
+    built = bw.build(tmp_path / "bundles", alias="champion")
+    public = tmp_path / "creator.pub"
+    public.write_bytes(bw.key.public_pem)
+    carryon = str(base_python.parent / "carryon")
+    verified = subprocess.run([carryon, "bundle", "verify", built["tar"], "--key", str(public), "--json"],
+                              cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert verified.returncode == 0, verified.stderr
+    assert "training stack" not in verified.stderr
+
+    session = tmp_path / "session.json"
+    session.write_text(json.dumps(SESSION), encoding="utf-8")
+    decided = subprocess.run([carryon, "edge", "decide", str(session), "--bundle", built["dir"], "--json"],
+                             cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert decided.returncode == 0, decided.stderr
+    decision = json.loads(decided.stdout)
+    assert decision["personalized"] is True
+    assert 0 < decision["cta"]["propensity"] <= 1
+    assert decision["cta"]["variant"] in decision["cta"]["scores"]
+    order = decision["bonuses"]["order"]
+    assert len(order) == len(set(order)) > 1
+
+    tampered = Path(built["dir"]) / "catalog.json"
+    tampered.write_bytes(tampered.read_bytes().replace(b"{", b"{ ", 1))
+    refused = subprocess.run([carryon, "bundle", "verify", built["dir"], "--key", str(public)],
+                             cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1
+    assert "catalog.json" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
