@@ -2,7 +2,8 @@
 
 Flags become calls of ``export.publish`` (imported inside each command, so only typer loads at
 mount time). Defaults come from params.yaml's ``publish`` section; a refusal is one line on stderr
-(``carryon: error: ...``) and exit status 1; ``--json`` prints the result for machines.
+(``carryon: error: ...``) and exit status 1; ``--json`` prints the result for machines. ``--upload
+s3://BUCKET/PREFIX`` (and ``carryon repo sync``) then copies the repository to object storage, timestamp last.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ KeysOpt = Annotated[Path | None, typer.Option(
     "--keys", help="Role keys directory (default: publish.keys_dir in params).")]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (the publish section).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+UploadOpt = Annotated[str | None, typer.Option(
+    "--upload", metavar="s3://BUCKET/PREFIX",
+    help="Then copy the repository to this bucket (boto3; endpoint from CARRYON_S3_ENDPOINT_URL or "
+         "AWS_ENDPOINT_URL), timestamp.json last.")]
 
 
 def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -66,11 +71,31 @@ def _refreshed(r: dict[str, Any]) -> str:
     return line
 
 
+def _uploaded(r: dict[str, Any]) -> str:
+    if not r["uploaded"]:
+        return f"{r['url']} is up to date ({r['skipped']} objects already there)"
+    return (f"uploaded {len(r['uploaded'])} objects ({r['uploaded_bytes']:,} bytes) to {r['url']}, timestamp.json "
+            f"last; {r['skipped']} already there")
+
+
+def _with_upload(result: dict[str, Any], repository: Path, upload: str | None, what: str) -> dict[str, Any]:
+    """Upload after a local change; a failure says the change is published locally and how to finish."""
+    if upload is None:
+        return result
+    from export.publish import ObjectStoreError, upload_repository
+
+    try:
+        return {**result, "upload": upload_repository(repository, upload)}
+    except CarryonError as e:
+        raise ObjectStoreError(f"{what} in {repository}, but not uploaded: {e}") from e
+
+
 def publish_command(
     bundle: Annotated[Path | None, typer.Argument(help="Bundle tar (<version>.tar) to publish.")] = None,
     refresh: Annotated[bool, typer.Option(
         "--refresh", help="Re-sign the timestamp (and snapshot) so nodes don't freeze; run it on a schedule.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Publish a bundle that is not the champion.")] = False,
+    upload: UploadOpt = None,
     repo: RepoOpt = None,
     keys: KeysOpt = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -81,13 +106,22 @@ def publish_command(
         raise _fail("give either a bundle tar to publish or --refresh, not both and not neither")
 
     def call() -> dict[str, Any]:
-        from export.publish import publish_bundle
+        from export.publish import parse_bucket_url, publish_bundle
         from export.publish import refresh as run_refresh
 
+        if upload is not None:
+            parse_bucket_url(upload)  # a typo in the URL is refused before anything is signed
         config = _config(params, repo, keys)
-        return run_refresh(config) if bundle is None else publish_bundle(config, bundle, force=force)
+        if bundle is None:
+            return _with_upload(run_refresh(config), config.repository, upload, "re-signed")
+        result = publish_bundle(config, bundle, force=force)
+        return _with_upload(result, config.repository, upload, f"published {result['target']}")
 
-    _run(call, as_json, _refreshed if refresh else _published)
+    def human(r: dict[str, Any]) -> str:
+        text = _refreshed(r) if refresh else _published(r)
+        return text + (f"\n{_uploaded(r['upload'])}" if "upload" in r else "")
+
+    _run(call, as_json, human)
 
 
 @repo_app.command("init")
@@ -154,6 +188,24 @@ def revoke_command(
                 "nodes drop it on their next pull")
 
     _run(call, as_json, human)
+
+
+@repo_app.command("sync")
+def sync_command(
+    url: Annotated[str, typer.Argument(metavar="s3://BUCKET/PREFIX", help="Where to copy the repository to.")],
+    repo: RepoOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the repository to an S3-compatible bucket: new objects first, timestamp.json last, nothing deleted."""
+
+    def call() -> dict[str, Any]:
+        from export.publish import upload_repository
+        from pipeline.params import load_params
+
+        return upload_repository(repo or Path(load_params(params).publish.repository), url)
+
+    _run(call, as_json, _uploaded)
 
 
 @repo_app.command("rotate-root")
