@@ -16,7 +16,7 @@ from features.config import ProgressFn, no_progress
 from features.errors import DataError
 from models import _plots
 from models._tables import BonusTable, load_bonus, time_split
-from models.candidates import family_params, fit_kwargs, make_classifier, make_ranker
+from models.candidates import LightGBMFit, family_params, fit_model, make_classifier, make_ranker
 from models.config import EvalConfig, TrainConfig
 from models.metrics import Slates, cluster_bootstrap_mean, per_slate_ndcg, ranking_metrics
 from models.result import Candidate
@@ -42,13 +42,12 @@ def popularity_scores(train: BonusTable, test: BonusTable) -> np.ndarray:
     return looked_up.get_column("rate").fill_null(0.0).to_numpy()
 
 
-def _fit(family: str, train: BonusTable, config: TrainConfig) -> Any:
+def _fit(family: str, train: BonusTable, config: TrainConfig, lightgbm_fit: LightGBMFit | None) -> Any:
     names = train.spec.bonus_names
     if family == "lambdarank":
-        model = make_ranker(config)
         sizes = Slates.from_group_ids(train.slate).sizes
-        model.fit(train.x, train.relevance, group=sizes, **fit_kwargs(model, train.spec, names))
-        return model
+        return fit_model(make_ranker(config), train.x, train.relevance, train.spec, names, group=sizes,
+                         lightgbm_fit=lightgbm_fit)
     if family == "pointwise":
         model = make_classifier("pointwise", train.spec, names, config)
         model.fit(train.x, (train.relevance > 0).astype(np.int8))
@@ -63,8 +62,9 @@ def _scores(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def train_bonus(features_dir: Path, config: TrainConfig, evaluation: EvalConfig, *,
-                progress: ProgressFn = no_progress) -> list[Candidate]:
-    """Fit every bonus-ranking family on the earlier drops and evaluate it on the latest ones."""
+                progress: ProgressFn = no_progress, lightgbm_fit: LightGBMFit | None = None) -> list[Candidate]:
+    """Fit every bonus-ranking family on the earlier drops and evaluate it on the latest ones
+    (LightGBM through ``lightgbm_fit`` when given: the Dask engine)."""
     table = load_bonus(features_dir)
     is_test = time_split(table.creator, table.drop, table.ts, config.test_fraction)
     train, test = table.subset(~is_test), table.subset(is_test)
@@ -84,7 +84,7 @@ def train_bonus(features_dir: Path, config: TrainConfig, evaluation: EvalConfig,
     candidates = []
     for step, family in enumerate(config.bonus_families):
         progress("train bonus", step, len(config.bonus_families))
-        model = _fit(family, train, config)
+        model = _fit(family, train, config, lightgbm_fit)
         scores = _scores(model, test.x)
         metrics = ranking_metrics(test.relevance, scores, slates)
         gain = per_slate_ndcg(test.relevance, scores, slates, 5) - reference_ndcg5

@@ -7,7 +7,7 @@ categorical features, so the exported ONNX graph holds the preprocessing too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -82,6 +82,25 @@ def fit_kwargs(model: Any, spec: FeatureSpec, names: tuple[str, ...]) -> dict[st
     if isinstance(model, lgb.LGBMModel):
         return {"categorical_feature": categorical_indices(spec, names)}
     return {}
+
+
+class LightGBMFit(Protocol):
+    """Fits an unfitted LightGBM model elsewhere (``models._dask_train``) and returns it fitted
+    as the same plain local type, so evaluation, recording and export never see a difference."""
+
+    def __call__(self, model: lgb.LGBMModel, x: np.ndarray, y: np.ndarray, *,
+                 group: np.ndarray | None = None, **kwargs: Any) -> lgb.LGBMModel: ...
+
+
+def fit_model(model: Any, x: np.ndarray, y: np.ndarray, spec: FeatureSpec, names: tuple[str, ...], *,
+              group: np.ndarray | None = None, lightgbm_fit: LightGBMFit | None = None) -> Any:
+    """Fit ``model`` here, or a LightGBM model through ``lightgbm_fit`` when one is given."""
+    extra = fit_kwargs(model, spec, names)
+    if group is not None:
+        extra["group"] = group
+    if lightgbm_fit is not None and isinstance(model, lgb.LGBMModel):
+        return lightgbm_fit(model, x, y, **extra)
+    return model.fit(x, y, **extra)
 
 
 def family_params(family: str, config: TrainConfig) -> dict[str, Any]:

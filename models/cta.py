@@ -17,7 +17,7 @@ from features.errors import DataError
 from features.policy import CtaPolicy, ExplorationSettings
 from models import _plots
 from models._tables import Catalog, CtaTable, load_catalog, load_cta, time_split
-from models.candidates import family_params, fit_kwargs, make_classifier
+from models.candidates import LightGBMFit, family_params, fit_model, make_classifier
 from models.config import EvalConfig, TrainConfig
 from models.metrics import classification_metrics
 from models.ope import evaluate_policy
@@ -63,8 +63,10 @@ def _check_labels(table: CtaTable, part: str) -> None:
 def train_cta(
     features_dir: Path, config: TrainConfig, evaluation: EvalConfig, exploration: ExplorationSettings,
     creator_caps: dict[str, float] | None = None, *, progress: ProgressFn = no_progress,
+    lightgbm_fit: LightGBMFit | None = None,
 ) -> list[Candidate]:
-    """Fit every CTA family on the earlier drops and evaluate it on the latest ones."""
+    """Fit every CTA family on the earlier drops and evaluate it on the latest ones
+    (LightGBM through ``lightgbm_fit`` when given: the Dask engine)."""
     catalog = load_catalog(features_dir)
     table = load_cta(features_dir, catalog)
     is_test = time_split(table.creator, table.drop, table.ts, config.test_fraction)
@@ -80,7 +82,7 @@ def train_cta(
     for step, family in enumerate(config.cta_families):
         progress("train cta", step, len(config.cta_families))
         model = make_classifier(family, table.spec, names, config)
-        model.fit(train.x, train.y, **fit_kwargs(model, table.spec, names))
+        model = fit_model(model, train.x, train.y, table.spec, names, lightgbm_fit=lightgbm_fit)
         prob = model.predict_proba(test.x)[:, 1]
         metrics = classification_metrics(test.y, prob, evaluation.ece_bins)
         scores = model.predict_proba(inputs.reshape(-1, len(names)))[:, 1].reshape(mask.shape)

@@ -32,6 +32,8 @@ app = typer.Typer(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="local (this process) or dask (the cluster in params' scale section); default: scale.engine.")]
 
 
 def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -51,6 +53,25 @@ def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dic
 
 def _project_dir() -> Path:
     return Path.cwd()
+
+
+def _check_engine(engine: str | None) -> None:
+    if engine not in (None, "local", "dask"):
+        raise _fail(f"--engine must be local or dask, got {engine!r}")
+
+
+def _engine_client(engine: str | None, scale: Any) -> Any:
+    """A context giving None (local engine) or a Dask client (``features._dask``; dask imported only then)."""
+    from features._dask import DaskSettings, engine_client
+
+    settings = DaskSettings(scale.scheduler, scale.workers, scale.threads_per_worker)
+    return engine_client(engine or scale.engine, settings)
+
+
+def _dask_map(client: Any) -> Any:
+    from features._dask import dask_map
+
+    return dask_map(client)
 
 
 @app.command()
@@ -104,8 +125,10 @@ def ingest(
     params: ParamsOpt = Path("params.yaml"),
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Validate, deduplicate, consent-filter and pseudonymize raw events (or, with --log, a bandit log)."""
+    _check_engine(engine)
     if log is not None:
         if sources:
             raise _fail("give either event sources or --log, not both")
@@ -127,8 +150,10 @@ def ingest(
 
         p = load_params(params)
         key = resolve_key(p.ingest, _project_dir(), os.environ)
-        with progress_bars(not quiet) as progress:
-            result = run(inputs, out, quarantine, p.ingest, p.consent, key=key, progress=progress)
+        with _engine_client(engine, p.scale) as client, progress_bars(not quiet) as progress:
+            partition_map = None if client is None else _dask_map(client)
+            result = run(inputs, out, quarantine, p.ingest, p.consent, key=key, progress=progress,
+                         partition_map=partition_map)
         data = result.to_dict()
         atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return data
@@ -203,8 +228,10 @@ def features(
     params: ParamsOpt = Path("params.yaml"),
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Build point-in-time CTA and bonus-ranking feature tables and the feature spec."""
+    _check_engine(engine)
 
     def call() -> dict[str, Any]:
         from features._fsutil import atomic_write_text
@@ -212,9 +239,11 @@ def features(
         from pipeline.params import load_params
         from pipeline.progress import progress_bars
 
-        config = load_params(params).features
-        with progress_bars(not quiet) as progress:
-            data = build_features(clean, catalog, out, config, progress=progress).to_dict()
+        p = load_params(params)
+        with _engine_client(engine, p.scale) as client, progress_bars(not quiet) as progress:
+            partition_map = None if client is None else _dask_map(client)
+            data = build_features(clean, catalog, out, p.features, progress=progress,
+                                  partition_map=partition_map).to_dict()
         atomic_write_text(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return data
 
@@ -246,7 +275,7 @@ app.add_typer(train_app, name="train")
 
 
 def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: bool,
-           log: Path | None = None) -> dict[str, Any]:
+           log: Path | None = None, engine: str | None = None) -> dict[str, Any]:
     import dataclasses
     import hashlib
 
@@ -261,7 +290,14 @@ def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: boo
     client = open_tracking(_project_dir(), os.environ)  # fail fast, before minutes of training
     name: str | None = None
     artifacts: dict[str, Path] = {}
-    with progress_bars(not quiet) as progress:
+    # LightGBM candidates train on the Dask cluster with --engine dask (an imported log always trains here).
+    with _engine_client("local" if log is not None else engine, p.scale) as dask, \
+            progress_bars(not quiet) as progress:
+        lightgbm_fit = None
+        if dask is not None:
+            from models._dask_train import dask_lightgbm_fit
+
+            lightgbm_fit = dask_lightgbm_fit(dask)
         if log is not None:
             from features.bandit import LOG_FILE, SPEC_FILE
             from models.bandit import REGISTERED_MODEL, train_bandit_candidates
@@ -272,12 +308,13 @@ def _train(kind: str, features_dir: Path, report: Path, params: Path, quiet: boo
             from models.cta import train_cta
 
             candidates = train_cta(features_dir, p.train, p.evaluation, p.policy.exploration,
-                                   p.policy.creator_caps, progress=progress)
+                                   p.policy.creator_caps, progress=progress, lightgbm_fit=lightgbm_fit)
             table = features_dir / "cta.parquet"
         else:
             from models.bonus import train_bonus
 
-            candidates = train_bonus(features_dir, p.train, p.evaluation, progress=progress)
+            candidates = train_bonus(features_dir, p.train, p.evaluation, progress=progress,
+                                     lightgbm_fit=lightgbm_fit)
             table = features_dir / "bonus.parquet"
     settings = json.dumps([dataclasses.asdict(p.train), dataclasses.asdict(p.evaluation),
                            dataclasses.asdict(p.policy)], sort_keys=True, default=str)
@@ -320,9 +357,11 @@ def train_cta_command(
     log: Annotated[Path | None, typer.Option(
         "--log", help="Train on an imported bandit log instead (registered as cta-log).")] = None,
     quiet: QuietOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Train the CTA candidates (logistic, LightGBM, MLP), evaluate them and their policy, register them."""
-    _run(lambda: _train("cta", features_dir, report, params, quiet, log), as_json, _train_summary)
+    _check_engine(engine)
+    _run(lambda: _train("cta", features_dir, report, params, quiet, log, engine), as_json, _train_summary)
 
 
 @train_app.command("bonus")
@@ -336,9 +375,11 @@ def train_bonus_command(
     params: ParamsOpt = Path("params.yaml"),
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = None,
 ) -> None:
     """Train the bonus-ranking candidates (LambdaRank, pointwise), evaluate them, register them."""
-    _run(lambda: _train("bonus", features_dir, report, params, quiet), as_json, _train_summary)
+    _check_engine(engine)
+    _run(lambda: _train("bonus", features_dir, report, params, quiet, engine=engine), as_json, _train_summary)
 
 
 @app.command("export")

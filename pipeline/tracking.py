@@ -109,6 +109,9 @@ def open_tracking(project_dir: Path, environ: Mapping[str, str]) -> MlflowClient
     # MLflow would send usage telemetry to its vendor; carryon never talks to the network on
     # its own, so it is off unless the operator set the variable themselves.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # With a tracking server MLflow prints "View run ... at: URL" on stdout at every run's end;
+    # stdout is for the command's result (--json), so that line stays out unless asked for.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = tracking_uri(project_dir, environ)
     shown = _shown(uri, project_dir)
     _quiet_mlflow_logs()

@@ -219,8 +219,7 @@ def test_partition_order_is_viewer_then_time_then_event_id(rows: list[tuple[int,
     rank = np.array([r[0] for r in rows], dtype=np.uint32)
     at = np.array([r[1] for r in rows], dtype=np.int64)
     ids = pl.Series([r[2] for r in rows], dtype=pl.String)
-    members = np.arange(len(rows))
-    order = _viewer_time_order(rank, at, ids, pl.Series(members, dtype=pl.UInt32), members)
+    order = _viewer_time_order(rank, at, ids)
     assert [rows[i] for i in order] == sorted(rows)
 
 

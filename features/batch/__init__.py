@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
+from features._engine import PartitionMap, thread_map
 from features._fsutil import atomic_dir
 from features.batch._catalog import (
     Catalog,
@@ -42,9 +42,9 @@ from features.config import FeatureConfig, ProgressFn, no_progress
 from features.errors import DataError
 from features.spec import FeatureSpec
 
-__all__ = ["FeatureSummary", "build_features"]
+__all__ = ["FeatureSummary", "build_features", "partition_tables"]
 
-PARALLEL_PARTITIONS = 2  # partitions computed at once (polars releases the GIL)
+PARALLEL_PARTITIONS = 2  # partitions computed at once by the local engine (polars releases the GIL)
 # Row order within a partition's part of each table (the file holds partitions in order).
 CTA_ORDER = ("ts", "impression_id")
 BONUS_ORDER = ("ts", "session_key", "slate_id", "position", "bonus_id")
@@ -52,9 +52,13 @@ BONUS_ORDER = ("ts", "session_key", "slate_id", "position", "bonus_id")
 
 def build_features(
     clean_dir: Path, catalog_path: Path, out_dir: Path, config: FeatureConfig, *,
-    progress: ProgressFn = no_progress,
+    progress: ProgressFn = no_progress, partition_map: PartitionMap | None = None,
 ) -> FeatureSummary:
-    """Build the feature tables, encoded catalog and spec into ``out_dir`` (atomically)."""
+    """Build the feature tables, encoded catalog and spec into ``out_dir`` (atomically).
+
+    ``partition_map`` runs :func:`partition_tables` over the partition files: by default
+    two threads here; ``features._dask.dask_map`` runs it on a Dask cluster instead.
+    """
     started = time.perf_counter()
     catalog = load_catalog(Path(catalog_path))
     files = partition_files(Path(clean_dir))
@@ -66,14 +70,18 @@ def build_features(
             "check the ingest report (consent and quarantine counts) and rerun `carryon ingest`"
         )
     spec = build_spec(catalog, config)
+    run = partition_map or thread_map(PARALLEL_PARTITIONS)
 
     tally = Tally()
     with atomic_dir(Path(out_dir)) as tmp:
         with TableWriter(tmp / "cta.parquet") as cta_out, TableWriter(tmp / "bonus.parquet") as bonus_out:
-            for cta, bonus in _partition_tables(scans, spec, catalog, progress):
+            progress("features", 0, len(files))
+            job = partial(partition_tables, spec=spec, catalog=catalog)
+            for done, (cta, bonus) in enumerate(run(job, files), start=1):
                 cta_out.write(cta)
                 bonus_out.write(bonus)
                 tally.add(cta, bonus)
+                progress("features", done, len(files))
         (tmp / "catalog.json").write_text(
             json.dumps(encoded_catalog(catalog, spec), indent=2, sort_keys=True) + "\n",
             encoding="utf-8",
@@ -83,33 +91,22 @@ def build_features(
                          seconds=time.perf_counter() - started)
 
 
-def _partition_tables(
-    scans: list[tuple[pl.LazyFrame, int]], spec: FeatureSpec, catalog: Catalog,
-    progress: ProgressFn,
-) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
-    """The CTA and bonus rows of each partition, in partition order, each sorted by time
-    then ids. Partitions hold whole viewers, so each is computed on its own (as Dask
-    would, one task per partition); two at a time, as much of the per-partition work is
-    single-threaded in polars."""
+def partition_tables(path: Path, spec: FeatureSpec, catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The CTA and bonus rows of one clean-event partition, each sorted by time then ids.
+
+    The unit of work of both engines: partitions hold whole viewers, so each one is
+    computed on its own, from its file alone.
+    """
+    lazy, _ = scan_partition(path)
     variants, bonuses = variant_frame(catalog, spec), bonus_frame(catalog, spec)
     niches = niche_frame(catalog, spec)
-
-    def tables(lazy: pl.LazyFrame) -> list[pl.DataFrame]:
-        prepared = prepare(lazy)
-        rows = decision_rows(prepared).lazy()
-        sessions = session_inputs(prepared, spec)
-        events = prepared.events.lazy()
-        return pl.collect_all(
-            [cta_table(events, rows, sessions, niches, variants, spec).sort(CTA_ORDER),
-             bonus_table(events, rows, sessions, niches, bonuses, spec).sort(BONUS_ORDER)],
-            engine=ENGINE,
-        )
-
-    progress("features", 0, len(scans))
-    pool = ThreadPoolExecutor(max_workers=PARALLEL_PARTITIONS)
-    try:
-        for done, (cta, bonus) in enumerate(pool.map(tables, [lazy for lazy, _ in scans]), start=1):
-            yield cta, bonus
-            progress("features", done, len(scans))
-    finally:  # on an error downstream, do not compute the partitions still queued
-        pool.shutdown(cancel_futures=True)
+    prepared = prepare(lazy)
+    rows = decision_rows(prepared).lazy()
+    sessions = session_inputs(prepared, spec)
+    events = prepared.events.lazy()
+    cta, bonus = pl.collect_all(
+        [cta_table(events, rows, sessions, niches, variants, spec).sort(CTA_ORDER),
+         bonus_table(events, rows, sessions, niches, bonuses, spec).sort(BONUS_ORDER)],
+        engine=ENGINE,
+    )
+    return cta, bonus

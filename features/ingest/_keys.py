@@ -60,10 +60,15 @@ class Pseudonymizer:
     """HMAC-SHA256(key, id) as hex, first 20 chars; hashes each distinct id once per call."""
 
     def __init__(self, key: PseudonymKey) -> None:
+        self._key = key
         secret = key.key if len(key.key) <= 64 else hashlib.sha256(key.key).digest()  # RFC 2104
         block = secret.ljust(64, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __reduce__(self) -> tuple[type[Pseudonymizer], tuple[PseudonymKey]]:
+        # Pickled as its key (hash states do not pickle): the Dask engine sends it to workers.
+        return Pseudonymizer, (self._key,)
 
     def one(self, raw_id: str) -> str:
         inner = self._inner.copy()

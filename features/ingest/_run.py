@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import polars as pl
 
+from features._engine import PartitionMap
 from features._fsutil import atomic_dir, atomic_file
 from features.config import ConsentConfig, IngestConfig, ProgressFn, no_progress
 from features.errors import ConfigError, InputUnreadableError
@@ -26,7 +27,7 @@ from features.ingest._dedup import Deduped, dedup
 from features.ingest._keys import Pseudonymizer, PseudonymKey
 from features.ingest._placement import decide
 from features.ingest._quarantine import TimeLimits, collect_entries, write_quarantine
-from features.ingest._readers import Loaded, read_jsonl, read_parquet
+from features.ingest._readers import ByteProgress, Loaded, read_jsonl, read_parquet
 from features.ingest._report import ConsentSummary, IngestReport, KeySummary
 from features.ingest._sources import Source, discover
 from features.ingest._validate import FAILED, IGNORED, Check, Limits, first_failures, mark
@@ -43,15 +44,21 @@ def ingest(
     *,
     key: PseudonymKey,
     progress: ProgressFn = no_progress,
+    partition_map: PartitionMap | None = None,
 ) -> IngestReport:
-    """Turn raw event files into clean, consented, pseudonymized events plus a quarantine."""
+    """Turn raw event files into clean, consented, pseudonymized events plus a quarantine.
+
+    ``partition_map`` (the Dask engine) reads and checks each input file, and sorts, keys
+    and writes each output partition, as tasks; what needs every record at once (repeated
+    event_ids in input order, the "latest" snapshot, the consent ledger) is decided here.
+    """
     started = time.perf_counter()
     if config.partitions < 1:
         raise ValueError(f"config.partitions must be >= 1, got {config.partitions}")
     limits, limit_text = _limits(config)
     snapshot_us = _snapshot(consent)
     found, skipped = discover(sources, exclude=[out_dir, quarantine_path])
-    loaded = _read_all(found, config, partial(mark, limits=limits), progress)
+    loaded = _read_all(found, config, limits, progress, partition_map)
 
     progress("validate", 0, 1)
     checked = _check(loaded, limits)
@@ -76,6 +83,7 @@ def ingest(
             pseudonyms.many,
             tmp_out,
             lambda n: progress("write", n, config.partitions),
+            partition_map,
         )
         per_type = frame.get_column("type").filter(decision.kept).cast(pl.String).value_counts()
         # Built inside the atomic blocks: counts that do not add up leave no output behind.
@@ -102,6 +110,10 @@ def ingest(
             partitions=config.partitions,
             seconds=time.perf_counter() - started,
         )
+
+
+def _no_bytes(done: int) -> None:
+    """A byte-progress callback that shows nothing (tasks on a Dask worker)."""
 
 
 @dataclass(frozen=True)
@@ -164,29 +176,43 @@ def _snapshot(consent: ConsentConfig) -> int | None:
 
 
 def _read_all(
-    found: Sequence[Source], config: IngestConfig, marker: Callable[[pl.LazyFrame], pl.LazyFrame], progress: ProgressFn
+    found: Sequence[Source], config: IngestConfig, limits: Limits, progress: ProgressFn,
+    partition_map: PartitionMap | None,
 ) -> list[Loaded]:
     total = sum(s.size for s in found)
     done = 0
     loaded = []
+    if partition_map is not None:
+        job = partial(read_source, max_record_bytes=config.max_record_bytes, limits=limits)
+        for source, item in zip(found, partition_map(job, found), strict=True):
+            done += source.size
+            progress("read", done, total)
+            loaded.append(item)
+        return loaded
     for source in found:
-        if source.format == "jsonl":
 
-            def report(n: int, before: int = done) -> None:
-                progress("read", before + n, total)
+        def report(n: int, before: int = done) -> None:
+            progress("read", before + n, total)
 
-            item = read_jsonl(source, config.max_record_bytes, marker, report)
-        else:
-            item = read_parquet(source, marker)
-        if item.records == 0:
-            raise InputUnreadableError(
-                f"{source.path}: holds no records (only blank lines, or no rows); "
-                "remove it or re-export it from its producer"
-            )
+        loaded.append(read_source(source, config.max_record_bytes, limits, report))
         done += source.size
         progress("read", done, total)
-        loaded.append(item)
     return loaded
+
+
+def read_source(source: Source, max_record_bytes: int, limits: Limits, progress: ByteProgress = _no_bytes) -> Loaded:
+    """Read one input file into marked rows and early rejects (the per-file unit of both engines)."""
+    marker = partial(mark, limits=limits)
+    if source.format == "jsonl":
+        item = read_jsonl(source, max_record_bytes, marker, progress)
+    else:
+        item = read_parquet(source, marker)
+    if item.records == 0:
+        raise InputUnreadableError(
+            f"{source.path}: holds no records (only blank lines, or no rows); "
+            "remove it or re-export it from its producer"
+        )
+    return item
 
 
 def _snapshot_id(snapshot_iso: str | None, viewer_keys: Sequence[str]) -> str:
