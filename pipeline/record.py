@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.result import Candidate
-from pipeline.tracking import BONUS_MODEL, CTA_MODEL, TAG_FAMILY, Kind, experiment
+from pipeline.tracking import BONUS_MODEL, CTA_MODEL, TAG_FAMILY, Kind, experiment, store_failure
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -91,26 +91,34 @@ def record_candidates(
     ``artifacts`` are extra files logged with every run (artifact path -> file).
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    recorded = []
+    recorded: list[Recorded] = []
     for candidate in candidates:
         registered = name or (CTA_MODEL if candidate.kind == "cta" else BONUS_MODEL)
         kind: Kind = "cta" if candidate.kind == "cta" else "bonus"
         tags = {TAG_FAMILY: candidate.family, TAG_KIND: candidate.kind, TAG_SPEC: candidate.spec_hash,
                 **{f"carryon.{k}": v for k, v in lineage.items()}}
-        with mlflow.start_run(experiment_id=experiment(client, kind), run_name=candidate.name, tags=tags) as run:
-            mlflow.log_params(candidate.params)
-            mlflow.log_params({f"data.{k}": v for k, v in candidate.info.items()})
-            mlflow.log_metrics(candidate.metrics)
-            mlflow.log_dict({"feature_names": list(candidate.feature_names), "spec_hash": candidate.spec_hash},
-                            "feature_names.json")
-            for file_name, figure in candidate.figures.items():
-                mlflow.log_figure(figure, f"plots/{file_name}")
-            for artifact_path, file in (artifacts or {}).items():
-                folder = Path(artifact_path).parent.as_posix()
-                mlflow.log_artifact(str(file), artifact_path=None if folder == "." else folder)
-            model_uri = _log_model(candidate)
-        version = mlflow.register_model(model_uri, registered, tags=tags)
+        try:
+            with mlflow.start_run(experiment_id=experiment(client, kind), run_name=candidate.name,
+                                  tags=tags) as run:
+                mlflow.log_params(candidate.params)
+                mlflow.log_params({f"data.{k}": v for k, v in candidate.info.items()})
+                mlflow.log_metrics(candidate.metrics)
+                mlflow.log_dict({"feature_names": list(candidate.feature_names), "spec_hash": candidate.spec_hash},
+                                "feature_names.json")
+                for file_name, figure in candidate.figures.items():
+                    mlflow.log_figure(figure, f"plots/{file_name}")
+                for artifact_path, file in (artifacts or {}).items():
+                    folder = Path(artifact_path).parent.as_posix()
+                    mlflow.log_artifact(str(file), artifact_path=None if folder == "." else folder)
+                model_uri = _log_model(candidate)
+            # Last: the version is created by one request, one transaction in the store, so it exists only whole.
+            version = mlflow.register_model(model_uri, registered, tags=tags)
+        except MlflowException as e:  # e.g. the tracking server went away mid-run and did not come back
+            before = ", ".join(f"{r.name} version {r.version}" for r in recorded) or "none"
+            doing = f"recording candidate {candidate.name} (registered before it: {before})"
+            raise store_failure(client.tracking_uri, Path.cwd(), doing, e) from e
         recorded.append(Recorded(registered, int(version.version), run.info.run_id, candidate.family,
                                  dict(candidate.metrics)))
     return recorded

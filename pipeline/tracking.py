@@ -42,6 +42,7 @@ __all__ = [
     "experiment",
     "model_kind",
     "open_tracking",
+    "store_failure",
     "tracking_uri",
 ]
 
@@ -128,6 +129,18 @@ def open_tracking(project_dir: Path, environ: Mapping[str, str]) -> MlflowClient
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return client
+
+
+def store_failure(uri: str, project_dir: Path, doing: str, error: BaseException) -> TrackingError:
+    """One clear error for a store that failed mid-stage: what was being done, the store, the reason, the fix."""
+    if uri.startswith("sqlite:"):
+        fix = _FIX_SQLITE
+    elif _unreachable(error):
+        fix = _FIX_OTHER
+    else:
+        fix = "see the tracking server's log"
+    return TrackingError(f"{doing} in the MLflow tracking store {_shown(uri, project_dir)} failed: {_reason(error)}; "
+                         f"{fix}; then run the stage again")
 
 
 def experiment(client: MlflowClient, kind: Kind) -> str:
@@ -265,6 +278,14 @@ def _shown(uri: str, project_dir: Path) -> str:
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"'()]+)")
+_DROPPED = ("Connection aborted", "RemoteDisconnected", "Read timed out", "Connection reset")  # mid-request
+
+
+def _unreachable(error: BaseException) -> bool:
+    """The HTTP client gave up on the server (refused, dropped or timed out), as opposed to an answer it gave."""
+    text = str(getattr(error, "message", "") or error)
+    refused = _ERRNO.search(text) is not None and ("Max retries exceeded" in text or "ConnectionError" in text)
+    return refused or any(mark in text for mark in _DROPPED)  # not "too many 500 error responses": it answered
 
 
 def _reason(error: BaseException) -> str:
@@ -275,6 +296,8 @@ def _reason(error: BaseException) -> str:
     errno = _ERRNO.search(text)
     if errno and ("Max retries exceeded" in text or "ConnectionError" in text):
         return f"no server answers ({errno.group(1).strip()})"
+    if any(mark in text for mark in _DROPPED):
+        return "the server dropped the connection or did not answer in time"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0] if lines else type(error).__name__
     return first if len(first) <= 300 else first[:297] + "..."
