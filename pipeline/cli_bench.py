@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,7 +73,8 @@ def _human(report: dict[str, Any], out: Path) -> str:
 @bench_app.command("run")
 def run(
     out: Annotated[Path, typer.Option("--out", help="Where to write the report (JSON).")],
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="A bundle directory.")] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", help="A bundle: its directory or its .tar (check it first with `carryon bundle verify`).")] = None,
     models: Annotated[Path | None, typer.Option(
         "--models", help="An export dir (<name>/v<N>/model.onnx) or a dir of .onnx/.ort files.")] = None,
     device_id: Annotated[str | None, typer.Option(
@@ -99,12 +101,34 @@ def run(
         from features._fsutil import atomic_write_text
 
         settings, profiles = _settings(params, threads)
-        report = run_bench([bundle or models], settings, device_id, profile, profiles,  # type: ignore[list-item]
-                           fmt=fmt, emulated=True if emulated else None, spec=spec)
+        with tempfile.TemporaryDirectory(prefix="carryon-bench-") as tmp:
+            target = _unpacked(bundle, Path(tmp)) if bundle is not None and bundle.is_file() else bundle or models
+            report = run_bench([target], settings, device_id, profile, profiles,  # type: ignore[list-item]
+                               fmt=fmt, emulated=True if emulated else None, spec=spec)
         atomic_write_text(out, json.dumps(report, indent=2, sort_keys=True) + "\n")
     except CarryonError as e:
         raise _fail(str(e)) from None
     typer.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else _human(report, out))
+
+
+def _unpacked(tar: Path, into: Path) -> Path:
+    """A bundle tar's regular files, extracted with tarfile's data filter, into ``into/bundle``."""
+    import tarfile
+
+    from benchmarks.device import BenchError
+
+    target = into / "bundle"
+    try:
+        with tarfile.open(tar, "r:") as archive:
+            members = archive.getmembers()
+            odd = [m.name for m in members if not (m.isfile() or m.isdir())]
+            if odd:
+                raise BenchError(f"{tar.name}: member {odd[0]!r} is not a regular file; a bundle tar holds files only")
+            archive.extractall(target, members=members, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise BenchError(
+            f"{tar.name}: not a readable bundle tar ({e}); pass the bundle's .tar or its directory") from None
+    return target
 
 
 @bench_app.command("ingest")

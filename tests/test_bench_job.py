@@ -568,3 +568,28 @@ def test_job_and_child_import_no_training_stack(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", PROBE, str(model), ",".join(TRAIN_STACK), str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(result.stdout) == {"models": 1, "loaded": []}
+
+
+def test_cli_runs_a_bundle_tar_and_refuses_links_in_it(bundle: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    packed = tmp_path / "1.tar"
+    with tarfile.open(packed, "w") as archive:
+        for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
+            archive.add(path, arcname=path.relative_to(bundle).as_posix())
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["bench", "run", "--bundle", str(packed), "--out", str(out),
+                                      "--device-id", "tar-box", "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert {m["file"] for m in load_report(out)["models"]} >= {"models/cta.onnx"}
+    assert str(tmp_path) not in out.read_text()  # the temp extraction dir leaves no trace in the report
+
+    hostile = tmp_path / "2.tar"
+    with tarfile.open(hostile, "w") as archive:
+        link = tarfile.TarInfo("models/cta.onnx")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    result = CliRunner().invoke(app, ["bench", "run", "--bundle", str(hostile), "--out", str(tmp_path / "r2.json"),
+                                      "--device-id", "tar-box"])
+    assert result.exit_code == 1
+    assert "not a regular file" in result.output and not (tmp_path / "r2.json").exists()
