@@ -345,6 +345,8 @@ def test_carryon_train_on_dask_records_plain_lightgbm_and_prints_one_json_docume
         [sys.executable, "-m", "pipeline.cli", "train", "cta", "--engine", "dask", "--json", "--quiet",
          "--features", str(world["root"] / "local" / "features"), "--report", "cta.json", "--params", "params.yaml"],
         capture_output=True, text=True, cwd=tmp_path, check=False,
+        # mlflow.set_tracking_uri in earlier tests exports MLFLOW_TRACKING_URI: this run uses its own embedded store
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
     )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)  # LightGBM's network chatter went to stderr, not here
