@@ -3,7 +3,7 @@
 Usage (from the project root, after ``dvc repro``)::
 
     python benchmarks/dask_training.py                         # data/features, 2 workers
-    python benchmarks/dask_training.py --features /tmp/w/features --workers 1
+    python benchmarks/dask_training.py --features data/features --workers 1
 
 Trains the LightGBM CTA candidate and the LambdaRank ranker twice with the params'
 training settings -- locally, and with ``lightgbm.dask`` on a LocalCluster of

@@ -18,16 +18,9 @@ from typing import Any
 
 from edge.client_errors import PullRefused
 from edge.home import EdgeHome
+from features._fsutil import fsync_dir
 
 __all__ = ["install_bundle", "prune_versions", "run_golden_child"]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -38,7 +31,7 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
 
 
 def run_golden_child(bundle_dir: Path, timeout_s: float, command: list[str] | None = None) -> dict[str, Any]:
@@ -84,14 +77,14 @@ def install_bundle(home: EdgeHome, creator: str, version: int, staged: Path) -> 
             raise PullRefused(f"version {version} of {creator} is already current; nothing to install")
         shutil.rmtree(final)
     os.replace(staged, final)
-    _fsync_dir(bundles)
+    fsync_dir(bundles)
     home.current.mkdir(parents=True, exist_ok=True)
     tmp = home.current / f".{creator}.tmp"
     if os.path.lexists(tmp):
         os.unlink(tmp)
     os.symlink(os.path.join("..", "bundles", creator, str(version)), tmp)
     os.replace(tmp, home.current / creator)
-    _fsync_dir(home.current)
+    fsync_dir(home.current)
     return final
 
 

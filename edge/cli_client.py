@@ -6,29 +6,17 @@ refusal is one line on stderr (``carryon: error: ...``) and exit status 1; ``--j
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from edge._cli_common import run as _run
+
 HomeOpt = Annotated[Path | None, typer.Option(help="Edge home (default: $CARRYON_EDGE_HOME, else ./.carryon-edge).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 trust_app = typer.Typer(help="Creator keys this node accepts.", no_args_is_help=True)
-
-
-def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
-    """Run a call; print its result; a CarryonError becomes one line on stderr and exit 1."""
-    from features.errors import CarryonError
-
-    try:
-        result = call()
-    except CarryonError as e:
-        typer.echo(f"carryon: error: {e}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else human(result))
 
 
 def init_command(

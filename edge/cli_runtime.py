@@ -9,12 +9,13 @@ Both run the creator's current bundle of an edge home (``--home``, default
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from edge._cli_common import fail
 
 if TYPE_CHECKING:
     from edge.decisions import DecisionLog
@@ -29,19 +30,10 @@ NoLogOpt = Annotated[bool, typer.Option("--no-log", help="Do not append decision
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``carryon: error: message`` on stderr; raise the returned Exit (status 1)."""
-    typer.echo(f"carryon: error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _default_home() -> Path:
-    return Path(os.environ.get("CARRYON_EDGE_HOME") or ".carryon-edge")
-
-
 def _open(home: Path | None, creator: str | None, bundle: Path | None, seed: int | None,
           no_log: bool) -> tuple[EdgeRuntime, DecisionLog | None]:
     from edge.decisions import DecisionLog
+    from edge.home import resolve_home
     from edge.runtime import EdgeRuntime, bundle_for
 
     if bundle is not None and creator is not None:
@@ -49,7 +41,7 @@ def _open(home: Path | None, creator: str | None, bundle: Path | None, seed: int
     if bundle is None:
         if creator is None:
             raise fail("say which bundle to run: --creator ID (current bundle of --home) or --bundle DIR")
-        home = home or _default_home()
+        home = resolve_home(home).root
         bundle = bundle_for(home, creator)
     runtime = EdgeRuntime.load(bundle, seed=seed)
     log = None if no_log or home is None else DecisionLog.open(home, runtime.creator_id)

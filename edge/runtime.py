@@ -40,8 +40,6 @@ _HISTORY_FIELDS = frozenset(HISTORY_KEYS)
 MAX_COUNT = 1_000_000  # history counts beyond this are not a viewer's history (float32 stays exact below 2**24)
 _REINSTALL = "reinstall the bundle with `carryon edge pull`"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-_from_iso = datetime.fromisoformat
 _DATES: dict[int, str] = {}  # day since the epoch -> its ISO date
 
 
@@ -276,7 +274,7 @@ class EdgeRuntime:
         if at is None:
             if not request.events:
                 raise SessionError("session: give 'at' (ISO time of the decision) or at least one event")
-            at = _iso_us(request.events[-1]["ts"])  # already parsed once by update()
+            at = ts_to_us(request.events[-1]["ts"])  # already parsed once by update()
         try:
             features.context(at, self._ctx)
         except ValueError as e:
@@ -322,18 +320,6 @@ def _open_model(root: Path, entry: object, kind: str, rows: int, width: int, thr
             raise BundleLoadError(f"{path}: model was trained on another feature spec than the bundle's")
         return scorer
     raise BundleLoadError(f"{root}: cannot load the {kind} model ({'; '.join(problems)})")
-
-
-def _iso_us(value: Any) -> int:
-    """``ts_to_us`` with a fast path for ISO strings with an offset (Python >= 3.11 parses a trailing "Z")."""
-    if type(value) is str:
-        try:
-            parsed = _from_iso(value)
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return (parsed - _EPOCH) // _ONE_US
-    return ts_to_us(value)  # the exact result, or the error, for every other input
 
 
 def _iso(us: int) -> str:
@@ -384,7 +370,7 @@ def _parse(session: Mapping[str, Any]) -> _Request:
     at: int | None = None
     if session.get("at") is not None:
         try:
-            at = _iso_us(session["at"])
+            at = ts_to_us(session["at"])
         except (TypeError, ValueError) as e:
             raise SessionError(f"session at: not an ISO 8601 time with offset ({e})") from None
     history = None

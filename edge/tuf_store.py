@@ -18,17 +18,9 @@ from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
 from edge.client_errors import TrustError
-from features._fsutil import atomic_write_bytes
+from features._fsutil import atomic_write_bytes, fsync_dir
 
 __all__ = ["SafeUpdater", "bootstrap_root", "open_updater"]
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SafeUpdater(Updater):
@@ -50,7 +42,7 @@ class SafeUpdater(Updater):
             os.unlink(tmp)
         os.symlink(target, tmp)
         os.replace(tmp, link)
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
 
 
 def bootstrap_root(tuf_dir: Path, root_file: Path) -> dict[str, object]:

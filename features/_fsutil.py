@@ -21,7 +21,8 @@ def _default_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or a new entry in ``path`` durable (fsync of the directory itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -48,7 +49,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int | None = None) -> None:
@@ -72,7 +73,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -88,7 +89,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             for name in files:
                 with open(os.path.join(folder, name), "rb") as f:
                     os.fsync(f.fileno())
-            _fsync_dir(Path(folder))
+            fsync_dir(Path(folder))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -98,4 +99,4 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

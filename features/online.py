@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 
@@ -47,9 +47,6 @@ _NICHE = _JOINED.stop
 _COUNTER: dict[str, int] = {kind: i for i, kind in enumerate(SESSION_COUNTS.values())}
 _SLATE_COUNTER = len(SESSION_COUNTS)
 _NO_EVENT = -(2**63)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-_from_iso = datetime.fromisoformat
 # Per spec object: (the spec, slot permutation or None, defaults without history and niche, niche codes).
 _LAYOUTS: dict[int, tuple[FeatureSpec, list[int] | None, list[float], dict[str | None, float]]] = {}
 
@@ -57,15 +54,6 @@ _LAYOUTS: dict[int, tuple[FeatureSpec, list[int] | None, list[float], dict[str |
 def _us(value: object, what: str) -> int:
     if type(value) is int:
         return value
-    if type(value) is str:
-        # Hot path: Python >= 3.11 parses a trailing "Z" itself. Anything it refuses, or
-        # a time without offset, goes through ts_to_us for its exact result or error.
-        try:
-            parsed = _from_iso(value)
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return (parsed - _EPOCH) // _ONE_US
     try:
         return ts_to_us(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:

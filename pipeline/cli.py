@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
-from features.errors import CarryonError
 from pipeline._cli_common import fail as _fail
-from pipeline._cli_common import needs_training_stack
+from pipeline._cli_common import run as _run
 
 app = typer.Typer(
     name="carryon",
@@ -34,21 +32,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 EngineOpt = Annotated[str | None, typer.Option(
     "--engine", help="local (this process) or dask (the cluster in params' scale section); default: scale.engine.")]
-
-
-def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
-    """Run a stage call; print its result; turn a CarryonError into one line and exit 1."""
-    try:
-        result = call()
-    except CarryonError as e:
-        raise _fail(str(e)) from None
-    except ModuleNotFoundError as e:
-        # Stages import the training stack lazily; a device install has only the base.
-        raise needs_training_stack(e) from None
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        typer.echo(human(result))
 
 
 def _project_dir() -> Path:

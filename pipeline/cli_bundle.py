@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from pipeline._cli_common import fail, needs_training_stack
+from pipeline._cli_common import fail
+from pipeline._cli_common import run as _run
 
 keys_app = typer.Typer(help="Creator signing keys (EC P-256, PEM).", no_args_is_help=True)
 bundle_app = typer.Typer(help="Build and verify signed bundles.", no_args_is_help=True)
@@ -25,18 +25,6 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read."
 GOLDEN_TIMEOUT_S = 300.0
 MAX_TAR_MEMBERS = 64
 MAX_TAR_BYTES = 512 << 20
-
-
-def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
-    from features.errors import CarryonError
-
-    try:
-        result = call()
-    except CarryonError as e:
-        raise fail(str(e)) from None
-    except ModuleNotFoundError as e:
-        raise needs_training_stack(e) from None
-    typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else human(result))
 
 
 @keys_app.command("generate")

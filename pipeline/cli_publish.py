@@ -8,8 +8,6 @@ s3://BUCKET/PREFIX`` (and ``carryon repo sync``) then copies the repository to o
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +15,7 @@ import typer
 
 from features.errors import CarryonError
 from pipeline._cli_common import fail as _fail
+from pipeline._cli_common import run as _run
 
 if TYPE_CHECKING:
     from export.publish import RepoConfig
@@ -34,14 +33,6 @@ UploadOpt = Annotated[str | None, typer.Option(
     "--upload", metavar="s3://BUCKET/PREFIX",
     help="Then copy the repository to this bucket (boto3; endpoint from CARRYON_S3_ENDPOINT_URL or "
          "AWS_ENDPOINT_URL), timestamp.json last.")]
-
-
-def _run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
-    try:
-        result = call()
-    except CarryonError as e:
-        raise _fail(str(e)) from None
-    typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else human(result))
 
 
 def _config(params: Path, repo: Path | None, keys: Path | None) -> RepoConfig:

@@ -7,6 +7,7 @@ process by ``bundle_world`` and shared with tests/test_verify.py.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import os
@@ -34,6 +35,22 @@ CONSENT = {"snapshot_id": "snap01", "snapshot": "2026-10-11T20:35:44Z", "consent
 
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resign_bundle(folder: Path, key: SigningKey, edit: Any = None) -> None:
+    """Rewrite the manifest's hashes for the current files (after ``edit(manifest)``) and sign again with ``key``."""
+    from export.bundle._sign import SIGNATURE, bundle_files, sign_dir
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if edit is not None:
+        edit(manifest)
+    (folder / SIGNATURE).unlink()
+    names = [n for n in bundle_files(folder) if n != "manifest.json"]
+    manifest["files"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+    for entry in manifest["models"].values():
+        entry["sha256"], entry["ort_sha256"] = manifest["files"][entry["file"]], manifest["files"][entry["ort_file"]]
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    sign_dir(folder, key.path, key.passphrase)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ Covered elsewhere (not repeated here):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -27,20 +26,20 @@ import sys
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import onnx
 import pytest
 from typer.testing import CliRunner
 
 from edge.home import EdgeHome
-from export.bundle import SigningKey
-from export.bundle._sign import SIGNATURE, bundle_files, pack_tar, sign_dir
+from export.bundle._sign import SIGNATURE, pack_tar
 from export.publish import RepoConfig, publish_bundle, revoke_creator_key
 
 sys.path.insert(0, str(Path(__file__).parent))
 # The module name pytest gives tests/test_edge_reliability.py (no tests/__init__.py): one world per process.
 from test_edge_reliability import EdgeWorld, copy_repo, edge_world, tree_digest
+
+from tests.test_bundle import resign_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -74,20 +73,6 @@ def publish_raw(repo: RepoConfig, name: str, data: bytes | None, version: int | 
             targets[name] = _add_target(repo.repository, name, data, {"creator": creator,
                                                                       "bundle_version": version or 2})
         commit(repo, state, signers, utc_now(now), targets=True)
-
-
-def resign(folder: Path, key: SigningKey, edit: Any = None) -> None:
-    """Rehash every file into the manifest (after ``edit(manifest)``) and sign the bundle again with ``key``."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if edit is not None:
-        edit(manifest)
-    (folder / SIGNATURE).unlink()
-    names = [n for n in bundle_files(folder) if n != "manifest.json"]
-    manifest["files"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
-    for entry in manifest["models"].values():
-        entry["sha256"], entry["ort_sha256"] = manifest["files"][entry["file"]], manifest["files"][entry["ort_file"]]
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    sign_dir(folder, key.path, key.passphrase)
 
 
 def packed(folder: Path) -> bytes:
@@ -208,7 +193,7 @@ def test_a_bundle_signed_by_an_unknown_key_is_refused(world: EdgeWorld, tmp_path
                                                       names_other_key: bool) -> None:
     folder = v2_copy(world, tmp_path)
     other = world.other_key
-    resign(folder, other, (lambda m: m["signing"].update(key_id=other.key_id)) if names_other_key else None)
+    resign_bundle(folder, other, (lambda m: m["signing"].update(key_id=other.key_id)) if names_other_key else None)
     home = served_release(world, tmp_path, packed(folder))
     if names_other_key:
         pull_refused(world, home, rf"signed by key {other.key_id}, which this node does not trust")
@@ -342,7 +327,7 @@ def test_a_model_with_an_operator_outside_the_allowlist_is_refused(world: EdgeWo
     (node,) = [n for n in model.graph.node if n.op_type == "Sigmoid"]
     node.op_type = "HardSigmoid"  # standard ONNX, not on the edge allowlist
     onnx.save(model, str(path))
-    resign(folder, world.bw.key)
+    resign_bundle(folder, world.bw.key)
     home = served_release(world, tmp_path, packed(folder))
     pull_refused(world, home, r"models/cta\.onnx is outside the edge runtime's operator allowlist.*HardSigmoid")
 
@@ -353,7 +338,7 @@ def test_a_model_with_external_data_is_refused(world: EdgeWorld, tmp_path: Path)
     onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="cta.weights", size_threshold=0)
     assert (folder / "models" / "cta.weights").is_file()
-    resign(folder, world.bw.key)
+    resign_bundle(folder, world.bw.key)
     home = served_release(world, tmp_path, packed(folder))
     pull_refused(world, home, r"models/cta\.onnx: tensor\(s\) .* stored as external data")
 
@@ -363,6 +348,6 @@ def test_golden_vectors_that_disagree_on_this_device_are_refused(world: EdgeWorl
     golden = json.loads((folder / "golden.json").read_text())
     golden["cases"][0]["expected"][0] += 0.01  # validly signed, but not what this device computes
     (folder / "golden.json").write_text(json.dumps(golden))
-    resign(folder, world.bw.key)
+    resign_bundle(folder, world.bw.key)
     home = served_release(world, tmp_path, packed(folder))
     pull_refused(world, home, r"golden vectors disagree on this device: case 0 \(models/cta\.onnx\): max \|diff\|")

@@ -32,8 +32,8 @@ from edge.verify import (
 )
 from export.bundle import generate_keys, resolve_signing_key
 from export.bundle._keys import SigningKey
-from export.bundle._sign import SIGNATURE, bundle_files, sign_dir
-from tests.test_bundle import NOW, BundleWorld, _iso, bundle_world
+from export.bundle._sign import SIGNATURE
+from tests.test_bundle import NOW, BundleWorld, _iso, bundle_world, resign_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -67,22 +67,6 @@ def bundle(original: dict[str, Any], tmp_path: Path) -> Path:
 
 def _trusted(bw: BundleWorld) -> dict[str, bytes]:
     return {bw.key.key_id: bw.key.public_pem}
-
-
-def _resign(folder: Path, key: SigningKey, edit: Any = None) -> None:
-    """Rewrite the manifest's hashes for the current files (after ``edit(manifest)``) and sign again."""
-    import hashlib
-
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if edit is not None:
-        edit(manifest)
-    (folder / SIGNATURE).unlink()
-    names = [n for n in bundle_files(folder) if n != "manifest.json"]
-    manifest["files"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
-    for entry in manifest["models"].values():
-        entry["sha256"], entry["ort_sha256"] = manifest["files"][entry["file"]], manifest["files"][entry["ort_file"]]
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    sign_dir(folder, key.path, key.passphrase)
 
 
 def _cli_verify(folder: Path, public: Path, *extra: str) -> Any:
@@ -192,9 +176,9 @@ def test_an_unknown_key_is_refused(bw: BundleWorld, bundle: Path, other_key: Sig
 
 
 def test_a_bundle_signed_by_another_key_is_refused(bw: BundleWorld, bundle: Path, other_key: SigningKey) -> None:
-    _resign(bundle, other_key)  # the manifest still names the trusted key
+    resign_bundle(bundle, other_key)  # the manifest still names the trusted key
     _refused(bw, bundle, SignatureError, rf"model.sig: the signature does not verify with key {bw.key.key_id}")
-    _resign(bundle, other_key, lambda m: m["signing"].update(key_id=other_key.key_id))
+    resign_bundle(bundle, other_key, lambda m: m["signing"].update(key_id=other_key.key_id))
     _refused(bw, bundle, UnknownKeyError, rf"signed by key {other_key.key_id}")
 
 
@@ -209,7 +193,7 @@ def test_an_operator_outside_the_allowlist_is_refused(bw: BundleWorld, bundle: P
     (node,) = [n for n in model.graph.node if n.op_type == "Sigmoid"]
     node.op_type = "HardSigmoid"  # a standard ai.onnx operator, not on the edge allowlist
     onnx.save(model, str(path))
-    _resign(bundle, bw.key)
+    resign_bundle(bundle, bw.key)
     _refused(bw, bundle, OperatorError, r"models/cta.onnx is outside the edge runtime's operator allowlist.*"
                                         r"HardSigmoid")
 
@@ -221,12 +205,12 @@ def test_external_data_is_refused(bw: BundleWorld, bundle: Path) -> None:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="cta.weights", size_threshold=0)
     assert (bundle / "models" / "cta.weights").is_file()
-    _resign(bundle, bw.key)
+    resign_bundle(bundle, bw.key)
     _refused(bw, bundle, ExternalDataError, r"models/cta.onnx: tensor\(s\) .* stored as external data")
 
 
 def test_an_unknown_manifest_schema_is_refused(bw: BundleWorld, bundle: Path) -> None:
-    _resign(bundle, bw.key, lambda m: m.update(schema=2))
+    resign_bundle(bundle, bw.key, lambda m: m.update(schema=2))
     _refused(bw, bundle, ManifestError, r"manifest.json: field 'schema' is 2, this node reads schema 1")
 
 
@@ -240,7 +224,7 @@ def test_golden_vectors_that_disagree_are_caught_by_the_golden_check_not_the_sig
     golden = json.loads((bundle / "golden.json").read_text())
     golden["cases"][1]["expected"][0] += 0.01
     (bundle / "golden.json").write_text(json.dumps(golden))
-    _resign(bundle, bw.key)
+    resign_bundle(bundle, bw.key)
     verify_bundle(bundle, _trusted(bw), set())  # validly signed: the signature has nothing to say
     result = check_golden(bundle)
     assert not result["ok"] and result["failed"] == 2  # the ONNX and the ORT form

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from export.publish._errors import PublishError, RoleKeyError
 from export.publish._tuf import CryptoSigner, Root
-from features._fsutil import atomic_write_bytes
+from features._fsutil import atomic_write_bytes, fsync_dir
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 _NEW = ".new"
@@ -95,9 +95,5 @@ def promote(keys_dir: Path, role: str) -> str | None:
         retired_name = f"{role}.{old.public_key.keyid[:16]}.pem"
         os.replace(path, retired / retired_name)
     os.replace(pending, path)
-    fd = os.open(keys_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(keys_dir)
     return retired_name
