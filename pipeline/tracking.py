@@ -278,7 +278,9 @@ def _shown(uri: str, project_dir: Path) -> str:
 
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"'()]+)")
-_DROPPED = ("Connection aborted", "RemoteDisconnected", "Read timed out", "Connection reset")  # mid-request
+# The server went away mid-request (killed while answering counts too: the body stops short).
+_DROPPED = ("Connection aborted", "RemoteDisconnected", "Read timed out", "Connection reset", "Connection broken",
+            "IncompleteRead")
 
 
 def _unreachable(error: BaseException) -> bool:
