@@ -31,21 +31,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 
 
 def _open(home: Path | None, creator: str | None, bundle: Path | None, seed: int | None,
-          no_log: bool) -> tuple[EdgeRuntime, DecisionLog | None]:
+          no_log: bool) -> tuple[EdgeRuntime, DecisionLog | None, Path | None]:
+    """The runtime, its decision log (None: no log) and the home it was installed in (None with --bundle)."""
     from edge.decisions import DecisionLog
     from edge.home import resolve_home
     from edge.runtime import EdgeRuntime, bundle_for
 
     if bundle is not None and creator is not None:
         raise fail("give either --bundle DIR or --creator ID (with --home), not both")
+    installed_in: Path | None = None
     if bundle is None:
         if creator is None:
             raise fail("say which bundle to run: --creator ID (current bundle of --home) or --bundle DIR")
-        home = resolve_home(home).root
+        home = installed_in = resolve_home(home).root
         bundle = bundle_for(home, creator)
     runtime = EdgeRuntime.load(bundle, seed=seed)
     log = None if no_log or home is None else DecisionLog.open(home, runtime.creator_id)
-    return runtime, log
+    return runtime, log, installed_in
 
 
 def _read_session(source: str) -> Any:
@@ -83,7 +85,7 @@ def register(app: typer.Typer) -> None:
         from features.errors import CarryonError
 
         try:
-            runtime, log = _open(home, creator, bundle, seed, no_log)
+            runtime, log, _ = _open(home, creator, bundle, seed, no_log)
             decision = runtime.decide(_read_session(session))
             if log is not None:
                 log.append(decision)
@@ -99,20 +101,29 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port (0: any free port, printed on start).")] = 8765,
         max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 64 * 1024,
+        reload_every: Annotated[float, typer.Option(
+            min=0.0, help="Seconds between checks of the home's current bundle; a newly pulled one (kill switch "
+                          "included) takes over without a restart. 0: never. Not with --bundle.")] = 2.0,
     ) -> None:
         """Serve decide over local HTTP: POST /decide, GET /health."""
+        from edge.live import LiveRuntime
         from edge.serve import listen, make_app
         from edge.serve import serve as run_server
         from features.errors import CarryonError
 
         try:
-            runtime, log = _open(home, creator, bundle, seed, no_log)
+            runtime, log, installed_in = _open(home, creator, bundle, seed, no_log)
             sock = listen(host, port)
         except CarryonError as e:
             raise fail(str(e)) from None
+        served: EdgeRuntime | LiveRuntime = runtime
+        follows = "fixed bundle"
+        if installed_in is not None and creator is not None and reload_every > 0:
+            served = LiveRuntime(installed_in, creator, runtime, interval_s=reload_every, seed=seed)
+            follows = f"follows current/{creator} every {reload_every:g} s"
         bound = sock.getsockname()
         where = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         typer.echo(f"serving {runtime.creator_id} bundle v{runtime.bundle_version} on http://{where}:{bound[1]}"
-                   f" (decision log: {'off' if log is None else log.path})")
+                   f" (decision log: {'off' if log is None else log.path}; {follows})")
         sys.stdout.flush()
-        run_server(make_app(runtime, log, max_body=max_body), sock)
+        run_server(make_app(served, log, max_body=max_body), sock)

@@ -196,11 +196,15 @@ class EdgeRuntime:
         if not isinstance(order, list) or not set(map(str, order)) <= set(self.bonuses):
             raise BundleLoadError(f"{src}: default_bonus_order must list bonus ids of its bonuses")
         self.default_bonus_order = tuple(map(str, order))
-        self._cta, self._bonus = scorers["cta"], scorers["bonus-ranker"]
         n = len(spec.context)
         self._n = n
-        self._cta.inputs[:, n:] = cta_items
-        self._bonus.inputs[:, n:] = bonus_items
+        self._scorers = scorers
+        self._cta: _Scorer
+        self._bonus: _Scorer
+        if self.personalization:  # a kill-switch bundle has no models: decide() never reaches them
+            self._cta, self._bonus = scorers["cta"], scorers["bonus-ranker"]
+            self._cta.inputs[:, n:] = cta_items
+            self._bonus.inputs[:, n:] = bonus_items
         self._ctx = np.zeros(n, np.float32)
         self._bonus_ids = tuple(self.bonuses)
         self._bonus_rows = range(len(self.bonuses))
@@ -232,8 +236,10 @@ class EdgeRuntime:
                 f"{root / 'catalog.json'}: creator_id {catalog.get('creator_id')!r} is not the manifest's {creator!r}")
         rows = {"cta": len(catalog.get("variants") or []), "bonus-ranker": len(catalog.get("bonuses") or [])}
         widths = {"cta": len(spec.cta_names), "bonus-ranker": len(spec.bonus_names)}
+        # The kill switch ships no models (`carryon bundle build --kill-switch`); models it does carry stay closed.
+        personalized = manifest.get("personalization") is True
         scorers = {k: _open_model(root, models.get(k), k, rows[k], widths[k], threads, prefer_ort, spec.hash)
-                   for k in KINDS}
+                   for k in KINDS} if personalized else {}
         if version < 0:
             raise BundleLoadError(f"{root / 'manifest.json'}: bundle_version must be >= 0, got {version}")
         return cls(root, manifest, spec, catalog, scorers, seed)
@@ -241,7 +247,7 @@ class EdgeRuntime:
     def health(self) -> dict[str, Any]:
         """What is installed: creator, version, models, the personalization flag, when it was loaded."""
         models = {}
-        for kind, scorer in (("cta", self._cta), ("bonus-ranker", self._bonus)):
+        for kind, scorer in self._scorers.items():
             entry = self.manifest["models"][kind]
             models[kind] = {"registered_model": entry.get("registered_model", kind), "version": entry.get("version"),
                             "family": entry.get("family"), "quantization": entry.get("quantization"),

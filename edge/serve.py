@@ -1,7 +1,9 @@
 """``carryon edge serve``: the runtime's ``decide`` over local HTTP, as a small raw ASGI app.
 
 ``POST /decide`` takes a session (JSON, at most ``max_body`` bytes) and answers the decision;
-``GET /health`` reports the installed bundle. Errors are JSON ``{"error": message}`` with
+``GET /health`` reports the installed bundle. Served from an edge home, the app follows
+``current/<creator>`` (``edge.live``): a pull's new bundle, kill switch included, takes over
+within a few seconds without a restart. Errors are JSON ``{"error": message}`` with
 413 (body too large), 400 (not JSON, or a malformed session), 404, 405 (with ``Allow``) or
 500; a client never sees a traceback (the server logs it). Decisions run on the event loop:
 they take about 0.1 ms, less than handing them to a thread would cost.
@@ -11,6 +13,8 @@ they take about 0.1 ms, less than handing them to a thread would cost.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -18,6 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from edge.decisions import DecisionLog
+from edge.live import LiveRuntime
 from edge.runtime import EdgeRuntime, SessionError
 from features.errors import CarryonError
 
@@ -70,23 +75,34 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(receive: Receive, send: Send, live: LiveRuntime | None) -> None:
+    watcher: asyncio.Task[None] | None = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if live is not None:
+                watcher = asyncio.create_task(live.watch())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
-def make_app(runtime: EdgeRuntime, log: DecisionLog | None = None, *, max_body: int = MAX_BODY) -> App:
-    """The ASGI app deciding with ``runtime`` and logging consented decisions to ``log`` (None: no log)."""
-    variants = runtime.variants
+def make_app(runtime: EdgeRuntime | LiveRuntime, log: DecisionLog | None = None, *, max_body: int = MAX_BODY) -> App:
+    """The ASGI app deciding with ``runtime`` and logging consented decisions to ``log`` (None: no log).
+
+    With a ``LiveRuntime`` the app follows the home's current bundle: the watcher runs from the
+    lifespan startup, and each request takes the runtime current when it arrives.
+    """
+    live = runtime if isinstance(runtime, LiveRuntime) else None
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, live)
             return
         if scope["type"] != "http":
             return
@@ -99,9 +115,13 @@ def make_app(runtime: EdgeRuntime, log: DecisionLog | None = None, *, max_body: 
             await _respond(send, 405, {"error": f"{path} takes {allowed}, not {method}"},
                            [(b"allow", allowed.encode())])
             return
+        current = runtime.runtime if isinstance(runtime, LiveRuntime) else runtime
         try:
             if path == "/health":
-                await _respond(send, 200, runtime.health())
+                health = current.health()
+                if live is not None:
+                    health["reload"] = live.status()
+                await _respond(send, 200, health)
                 return
             try:
                 body = await _read_body(scope, receive, max_body)
@@ -117,13 +137,13 @@ def make_app(runtime: EdgeRuntime, log: DecisionLog | None = None, *, max_body: 
                 await _respond(send, 400, {"error": "request body nests too deeply; send one flat session"})
                 return
             try:
-                decision = runtime.decide(session)
+                decision = current.decide(session)
             except SessionError as e:
                 await _respond(send, 400, {"error": str(e)})
                 return
             if log is not None:
                 log.append(decision)
-            await _respond(send, 200, decision.to_dict(variants))
+            await _respond(send, 200, decision.to_dict(current.variants))
         except ConnectionError:
             return
         except CarryonError as e:

@@ -442,7 +442,7 @@ def _features_dir(folder: Path) -> Path:
     spec = FeatureSpec.build(["baking"], ["urgent", "calm"], ["workbook", "live_qa"], 600.0)
     (folder / "feature_spec.json").write_text(spec.to_json())
     creator = {"creator_id": CREATOR, "niche": "baking", "currency": "EUR",
-               "variants": [{"variant_id": "v1", "style": "urgent", "features": [0.0, 0.0, 1.0]}],
+               "variants": [{"variant": "v1", "style": "urgent", "features": [0.0, 0.0, 1.0]}],
                "bonuses": [{"bonus_id": "b1", "kind": "workbook", "features": [0.0, 10.0, 0.0]}],
                "default_variant": "v1", "default_bonus_order": ["b1"]}
     (folder / "catalog.json").write_text(json.dumps({"schema": 1, "creators": [creator], "spec_hash": spec.hash}))
@@ -478,6 +478,9 @@ def test_end_to_end_real_bundle_through_the_real_publisher(tmp_path: Path) -> No
         result = pull(home, CREATOR, options)
         assert (result["status"], result["version"], result["key_id"]) == ("installed", 1, key.key_id)
         assert result["golden"]["ok"] is True and result["personalization"] is False
+        from edge.runtime import EdgeRuntime, bundle_for  # the installed kill switch runs: defaults, no models
+        decided = EdgeRuntime.load(bundle_for(home.root, CREATOR)).decide({"consent": {"personalization": True}})
+        assert (decided.personalized, decided.reason, decided.variant) == (False, "kill_switch", "v1")
 
         release()
         mirror.behave("alter", match="/targets/")

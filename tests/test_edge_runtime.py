@@ -192,8 +192,8 @@ def _forbid_models(runtime: EdgeRuntime) -> None:
     def boom() -> np.ndarray:
         raise AssertionError("a model ran for a viewer without consent")
 
-    runtime._cta.run = boom  # type: ignore[method-assign]
-    runtime._bonus.run = boom  # type: ignore[method-assign]
+    for scorer in runtime._scorers.values():
+        scorer.run = boom  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("consent", [{"personalization": False}, {}, None, {"analytics": True}])
@@ -223,7 +223,33 @@ def test_kill_switch_gives_defaults_even_with_consent(bundle: Path, tmp_path: Pa
     d = runtime.decide(session())
     assert (d.personalized, d.reason, d.propensity) == (False, "kill_switch", 1.0)
     assert runtime.health()["personalization"] is False
+    assert runtime.health()["models"] == {}  # the models it carries are never opened
     assert DecisionLog.open(tmp_path, runtime.creator_id).append(d) == 0
+
+
+def make_kill_switch(bundle: Path, version: int) -> None:
+    """What `carryon bundle build --kill-switch` ships: no models, personalization off."""
+    shutil.rmtree(bundle / "models")
+    set_manifest(bundle, personalization=False, models={}, bundle_version=version)
+
+
+def test_a_kill_switch_bundle_without_models_loads_and_gives_defaults(bundle: Path) -> None:
+    make_kill_switch(bundle, 4)
+    runtime = EdgeRuntime.load(bundle)
+    runtime.feature_factory = _Spy  # type: ignore[assignment]
+    catalog = json.loads((bundle / "catalog.json").read_text())
+    d = runtime.decide(session())
+    assert (d.personalized, d.reason, d.bundle_version) == (False, "kill_switch", 4)
+    assert d.variant == catalog["default_variant"]
+    assert list(d.bonus_order) == catalog["default_bonus_order"]
+    assert runtime.health()["models"] == {}
+
+
+def test_a_personalized_bundle_without_models_is_refused(bundle: Path) -> None:
+    make_kill_switch(bundle, 4)
+    set_manifest(bundle, personalization=True)
+    with pytest.raises(BundleLoadError, match=r"manifest.json: models.cta.file is missing"):
+        EdgeRuntime.load(bundle)
 
 
 @pytest.mark.parametrize(("change", "match"), [
