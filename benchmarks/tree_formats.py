@@ -1,10 +1,13 @@
-"""Opset-5 TreeEnsemble vs onnxmltools' older TreeEnsembleClassifier: file size and session-creation time.
+"""Opset-5 TreeEnsemble vs onnxmltools' older TreeEnsembleClassifier: file size, session creation, run time.
 
 Fits one LightGBM binary classifier of realistic size on synthetic float32 rows (numeric and
-categorical features, some NaN), converts it both ways, and prints one JSON document: the
-serialized size of each form, the median onnxruntime session-creation time over --repeats runs
-(alternating the forms), the ratios against the targets (>= 2.5x smaller, >= 1.5x faster),
-each form's max abs difference from LightGBM's probabilities, and the threshold flip report.
+categorical features, some NaN), converts it three ways (opset 5 with categorical splits as
+set indicators, the default; opset 5 with ``BRANCH_MEMBER`` sets; onnxmltools' legacy form),
+and prints one JSON document: the serialized size of each form, the median onnxruntime
+session-creation time over --repeats runs (alternating the forms), the run time on the edge's
+call shapes (8 and 20 rows of the test set, single thread), the ratios against the targets
+(>= 2.5x smaller, >= 1.5x faster to create a session), each form's max abs difference from
+LightGBM's probabilities, and the threshold flip report.
 
     .venv/bin/python benchmarks/tree_formats.py > tree_formats.json
     .venv/bin/python benchmarks/tree_formats.py --trees 5 --leaves 4 --rows 500 --repeats 3   # quick check
@@ -52,6 +55,26 @@ def _session_seconds(blob: bytes) -> float:
     return time.perf_counter() - start
 
 
+def _run_us(blob: bytes, x: np.ndarray, rows: int, calls: int) -> dict[str, float]:
+    """µs per run on ``rows`` rows at a time, cycling through the test rows (varied inputs, as decisions are)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+    batches = [np.ascontiguousarray(x[i:i + rows]) for i in range(0, len(x) - rows + 1, rows)]
+    for batch in batches[:50]:
+        sess.run(None, {"features": batch})
+    ns = []
+    for i in range(calls):
+        feed = {"features": batches[i % len(batches)]}
+        start = time.perf_counter_ns()
+        sess.run(None, feed)
+        ns.append(time.perf_counter_ns() - start)
+    us = np.asarray(ns) / 1e3
+    return {"p50": round(float(np.percentile(us, 50)), 2), "p99": round(float(np.percentile(us, 99)), 2)}
+
+
 def _probability(blob: bytes, x: np.ndarray, legacy: bool) -> np.ndarray:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # onnxmltools declares the label output as shape [1]: runtime warns on every run
@@ -70,32 +93,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model.fit(x[n_test:], y[n_test:], categorical_feature=cats)
     names = [f"f{i}" for i in range(args.features)]
     new = lightgbm_to_onnx(model, names, kind="classifier", metadata={"carryon.family": "lightgbm"})
-    onnx.checker.check_model(new, full_check=True)
+    member = lightgbm_to_onnx(model, names, kind="classifier", metadata={"carryon.family": "lightgbm"},
+                              categorical="member")
+    for proto in (new, member):
+        onnx.checker.check_model(proto, full_check=True)
     old = legacy_onnx(model, args.features)
-    blobs = {"opset5": new.SerializeToString(), "legacy": old.SerializeToString()}
-    times: dict[str, list[float]] = {"opset5": [], "legacy": []}
+    protos = {"opset5": new, "opset5_member": member, "legacy": old}
+    blobs = {form: proto.SerializeToString() for form, proto in protos.items()}
+    times: dict[str, list[float]] = {form: [] for form in blobs}
     for _ in range(args.warmup):
         for blob in blobs.values():
             _session_seconds(blob)
     for i in range(args.repeats):
-        order = ["opset5", "legacy"] if i % 2 == 0 else ["legacy", "opset5"]
+        order = list(blobs) if i % 2 == 0 else list(reversed(blobs))
         for form in order:
             times[form].append(_session_seconds(blobs[form]))
     test = np.ascontiguousarray(x[:n_test])
     truth = model.predict_proba(test)[:, 1]
     forms: dict[str, Any] = {}
-    for form, proto in (("opset5", new), ("legacy", old)):
+    for form, proto in protos.items():
         forms[form] = {
             "operators": sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in proto.graph.node}),
             "opsets": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
             "bytes": len(blobs[form]),
             "session_create_ms_median": statistics.median(times[form]) * 1e3,
             "session_create_ms_min": min(times[form]) * 1e3,
+            "run_us": {f"{rows}_rows": _run_us(blobs[form], test, rows, args.calls) for rows in (8, 20)},
             "max_abs_diff_vs_lightgbm": float(np.max(np.abs(_probability(blobs[form], test, form == "legacy")
                                                             - truth))),
         }
     size_ratio = forms["legacy"]["bytes"] / forms["opset5"]["bytes"]
     time_ratio = forms["legacy"]["session_create_ms_median"] / forms["opset5"]["session_create_ms_median"]
+    member_run = {shape: forms["opset5_member"]["run_us"][shape]["p50"] / forms["opset5"]["run_us"][shape]["p50"]
+                  for shape in forms["opset5"]["run_us"]}
     return {
         "benchmark": "tree_formats",
         "machine": {"python": platform.python_version(), "onnxruntime": ort.__version__, "onnx": onnx.__version__,
@@ -107,6 +137,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "forms": forms,
         "size_ratio_legacy_over_opset5": size_ratio,
         "session_time_ratio_legacy_over_opset5": time_ratio,
+        "size_ratio_legacy_over_opset5_member": forms["legacy"]["bytes"] / forms["opset5_member"]["bytes"],
+        "session_time_ratio_legacy_over_opset5_member":
+            forms["legacy"]["session_create_ms_median"] / forms["opset5_member"]["session_create_ms_median"],
+        "run_time_ratio_member_over_indicator_p50": member_run,
         "targets": {"size_ratio_min": 2.5, "size_met": size_ratio >= 2.5,
                     "session_time_ratio_min": 1.5, "session_time_met": time_ratio >= 1.5},
         "thresholds": threshold_report(model, test),
@@ -122,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=21, help="session creations per form (median reported)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--calls", type=int, default=3000, help="timed runs per form and call shape")
     p.add_argument("--seed", type=int, default=20261127)
     args = p.parse_args(argv)
     print(json.dumps(run(args), indent=2))

@@ -1,7 +1,8 @@
 """LightGBM models as compact ``ai.onnx.ml`` opset-5 ``TreeEnsemble`` graphs that route like LightGBM.
 
-Promises: ``lightgbm_to_onnx`` builds the graph from LightGBM's own dump (set-membership
-splits for categorical features, float32 thresholds nudged so no decision flips, NaN and
+Promises: ``lightgbm_to_onnx`` builds the graph from LightGBM's own dump (categorical splits
+as set indicators or ``BRANCH_MEMBER`` sets, see ``export._tree_graph``; float32 thresholds
+nudged so no decision flips, NaN and
 missing types as LightGBM), input ``features`` float32 [N, F], output ``probability`` (binary
 classifier, logistic of the summed leaves) or ``score`` (ranker, regressor: the raw sum),
 float32 [N]; ``threshold_report`` counts the decision flips that naive float32 rounding
@@ -19,7 +20,7 @@ import numpy as np
 import onnx
 
 from export._tree_dump import TreeExportError, booster_of, read_ensemble
-from export._tree_graph import tree_graph
+from export._tree_graph import CategoricalForm, categorical_form, tree_graph
 from export._tree_precision import precision_report
 from export._tree_report import count_flips
 
@@ -30,9 +31,10 @@ _OUTPUT = {"classifier": "probability", "ranker": "score", "regressor": "score"}
 MIN_ONNXRUNTIME = "1.20"
 
 
-def lightgbm_to_onnx(model: Any, feature_names: Sequence[str], *, kind: Kind,
-                     metadata: Mapping[str, str]) -> onnx.ModelProto:
-    """The opset-5 ONNX model of a fitted LightGBM model (see the module docstring)."""
+def lightgbm_to_onnx(model: Any, feature_names: Sequence[str], *, kind: Kind, metadata: Mapping[str, str],
+                     categorical: CategoricalForm = "indicator") -> onnx.ModelProto:
+    """The opset-5 ONNX model of a fitted LightGBM model (see the module docstring and ``export._tree_graph``
+    for the two forms of categorical splits)."""
     if kind not in _OUTPUT:
         raise TreeExportError(f"kind: {kind!r} is not one of classifier, ranker, regressor; pass one of them")
     ens = read_ensemble(booster_of(model).dump_model())
@@ -42,10 +44,11 @@ def lightgbm_to_onnx(model: Any, feature_names: Sequence[str], *, kind: Kind,
     if kind == "classifier" and not ens.objective.startswith(("binary", "cross_entropy")):
         raise TreeExportError(f"kind: 'classifier' needs a binary objective, the model has {ens.objective!r}; "
                               "pass kind='ranker' or 'regressor' for raw scores")
-    out = tree_graph(ens, logistic=kind == "classifier", output=_OUTPUT[kind])
+    out = tree_graph(ens, logistic=kind == "classifier", output=_OUTPUT[kind], categorical=categorical)
     out.graph.doc_string = f"LightGBM {kind} as ai.onnx.ml TreeEnsemble (opset 5), {len(ens.trees)} trees"
     meta = {"carryon.feature_names": json.dumps(list(feature_names)), "carryon.kind": kind,
-            "carryon.min_onnxruntime": MIN_ONNXRUNTIME, **dict(metadata)}
+            "carryon.min_onnxruntime": MIN_ONNXRUNTIME, "carryon.categorical_splits": categorical_form(out),
+            **dict(metadata)}
     onnx.helper.set_model_props(out, meta)
     return out
 

@@ -188,3 +188,21 @@ def _public_key(bw: Any, tmp_path: Path) -> Path:
     path = tmp_path / "creator.pub"
     path.write_bytes(bw.key.public_pem)
     return path
+
+
+def test_tree_formats_benchmark_prints_all_three_forms() -> None:
+    """Sizes, session creation and run times of the indicator, member and legacy forms, all agreeing with LightGBM."""
+    args = ["--trees", "6", "--leaves", "6", "--rows", "600", "--repeats", "2", "--warmup", "0", "--calls", "20"]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tree_formats.py"), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["forms"]) == {"opset5", "opset5_member", "legacy"}
+    for form in report["forms"].values():
+        assert form["bytes"] > 0 and form["session_create_ms_median"] > 0
+        assert set(form["run_us"]) == {"8_rows", "20_rows"} and form["run_us"]["8_rows"]["p50"] > 0
+        assert form["max_abs_diff_vs_lightgbm"] < 1e-5
+    assert "ai.onnx:MatMul" in report["forms"]["opset5"]["operators"]
+    assert "ai.onnx.ml:TreeEnsembleClassifier" in report["forms"]["legacy"]["operators"]
+    assert set(report["run_time_ratio_member_over_indicator_p50"]) == {"8_rows", "20_rows"}
+    assert isinstance(report["targets"]["size_met"], bool) and "/work" not in proc.stdout

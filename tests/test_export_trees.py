@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from onnx.reference import ReferenceEvaluator
 
 from export._tree_dump import Ensemble, Leaf, Node, Split, float32_at_or_below, read_ensemble, splits
-from export._tree_graph import tree_graph
+from export._tree_graph import categorical_form, tree_graph
 from export._tree_report import onnx_leaves, probe_rows
 from export.trees import TreeExportError, legacy_onnx, lightgbm_to_onnx, threshold_report
 
@@ -98,9 +98,10 @@ def fitted(request: pytest.FixtureRequest) -> tuple[str, Any, np.ndarray]:
 # --- parity with LightGBM ----------------------------------------------------------------------
 
 
-def test_outputs_match_lightgbm(fitted: tuple[str, Any, np.ndarray]) -> None:
+@pytest.mark.parametrize("form", ["indicator", "member"])
+def test_outputs_match_lightgbm(fitted: tuple[str, Any, np.ndarray], form: str) -> None:
     kind, model, _ = fitted
-    proto = lightgbm_to_onnx(model, NAMES, kind=kind, metadata=META)  # type: ignore[arg-type]
+    proto = lightgbm_to_onnx(model, NAMES, kind=kind, metadata=META, categorical=form)  # type: ignore[arg-type]
     rows = _awkward_rows(_data(400, seed=99)[0])
     got = _run(proto, rows)
     assert got.shape == (len(rows),)
@@ -135,11 +136,15 @@ def test_model_is_valid_and_carries_metadata(fitted: tuple[str, Any, np.ndarray]
     assert b"/work" not in proto.SerializeToString() and b"/tmp" not in proto.SerializeToString()
 
 
-def test_categorical_splits_are_set_membership() -> None:
-    model, _ = _fit("classifier")
-    proto = lightgbm_to_onnx(model, NAMES, kind="classifier", metadata=META)
+def _tree_attrs(proto: onnx.ModelProto) -> dict[str, Any]:
     node = next(n for n in proto.graph.node if n.op_type == "TreeEnsemble")
-    attrs = {a.name: a for a in node.attribute}
+    return {a.name: a for a in node.attribute}
+
+
+def test_member_form_splits_categoricals_with_set_membership() -> None:
+    model, _ = _fit("classifier")
+    proto = lightgbm_to_onnx(model, NAMES, kind="classifier", metadata=META, categorical="member")
+    attrs = _tree_attrs(proto)
     modes = onnx.numpy_helper.to_array(attrs["nodes_modes"].t)
     n_cat = sum(s.categorical for t in _ens(model).trees for s in splits(t))
     assert n_cat > 0
@@ -147,6 +152,62 @@ def test_categorical_splits_are_set_membership() -> None:
     assert set(np.unique(modes)) <= {0, 6}
     members = onnx.numpy_helper.to_array(attrs["membership_values"].t)
     assert int(np.isnan(members).sum()) == n_cat
+    assert {p.key: p.value for p in proto.metadata_props}["carryon.categorical_splits"] == "member"
+
+
+def test_indicator_form_is_all_leq_with_one_column_per_distinct_set() -> None:
+    model, x = _fit("classifier")
+    ens = _ens(model)
+    proto = lightgbm_to_onnx(model, NAMES, kind="classifier", metadata=META)
+    attrs = _tree_attrs(proto)
+    modes = onnx.numpy_helper.to_array(attrs["nodes_modes"].t)
+    features = np.asarray(attrs["nodes_featureids"].ints)
+    cat_splits = [s for t in ens.trees for s in splits(t) if s.categorical]
+    distinct = {(s.feature, tuple(sorted(s.categories))) for s in cat_splits}
+    assert set(np.unique(modes)) == {0} and "membership_values" not in attrs
+    assert int(np.count_nonzero(features >= F)) == len(cat_splits)  # every categorical split reads an indicator
+    assert set(features[features >= F]) == set(range(F, F + len(distinct)))
+    assert {"Gather", "LessOrEqual", "Cast", "MatMul", "Concat"} <= {n.op_type for n in proto.graph.node}
+    assert "Floor" not in {n.op_type for n in proto.graph.node}  # the trees never read a raw category code
+    assert {p.key: p.value for p in proto.metadata_props}["carryon.categorical_splits"] == "indicator"
+    member = lightgbm_to_onnx(model, NAMES, kind="classifier", metadata=META, categorical="member")
+    rows = np.concatenate([_awkward_rows(x), probe_rows(ens, x)])
+    np.testing.assert_array_equal(_run(proto, rows), _run(member, rows))  # same leaves, same sums
+
+
+def test_indicator_boundaries_truncate_toward_zero_like_lightgbm() -> None:
+    """Category c is (-1, 1) for 0 and [c, c+1) above; -1 and below, NaN, infinities and unseen codes are in no set."""
+    sets = [(0,), (1,), (0, 2), (3,)]
+    trees = tuple(Split(0, True, 0.0, cats, False, "None", Leaf(0, 10.0 ** i), Leaf(1, 0.0))
+                  for i, cats in enumerate(sets))
+    ens = Ensemble(trees, 1, "regression", 1.0, False)
+    below = float(np.nextafter(np.float32(1), np.float32(0)))
+    values = [-1.5, -1.0, float(np.nextafter(np.float32(-1), np.float32(0))), -0.5, -0.0, 0.0, 0.5, below, 1.0,
+              1.5, float(np.nextafter(np.float32(2), np.float32(0))), 2.0, 2.99, 3.0, 3.5, 4.0, 99.0, 1e30,
+              float("nan"), float("inf"), float("-inf")]
+    x = np.array(values, dtype=np.float32).reshape(-1, 1)
+    want = np.array([sum(leaf for cats, leaf in zip(sets, (1.0, 10.0, 100.0, 1000.0), strict=True)
+                         if np.isfinite(v) and int(v) >= 0 and int(v) in cats) for v in x[:, 0]], dtype=np.float32)
+    for form in ("indicator", "member"):
+        proto = tree_graph(ens, logistic=False, output="score", categorical=form)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(_run(proto, x), want, err_msg=form)
+    indicator = tree_graph(ens, logistic=False, output="score")
+    np.testing.assert_array_equal(np.asarray(ReferenceEvaluator(indicator).run(None, {"features": x})[0]), want)
+
+
+def test_too_many_category_codes_fall_back_to_the_member_form() -> None:
+    split = Split(0, True, 0.0, (5000,), False, "None", Leaf(0, 1.0), Leaf(1, 0.0))
+    proto = tree_graph(Ensemble((split,), 1, "regression", 1.0, False), logistic=False, output="score")
+    assert categorical_form(proto) == "member"
+    x = np.array([[5000.0], [4999.0], [5000.5]], dtype=np.float32)
+    np.testing.assert_array_equal(_run(proto, x), np.array([1.0, 0.0, 1.0], dtype=np.float32))
+
+
+def test_an_unknown_categorical_form_is_refused() -> None:
+    split = Split(0, True, 0.0, (1,), False, "None", Leaf(0, 1.0), Leaf(1, 0.0))
+    with pytest.raises(TreeExportError, match="categorical: 'bitset' is not 'indicator' or 'member'"):
+        tree_graph(Ensemble((split,), 1, "regression", 1.0, False), logistic=False, output="score",
+                   categorical="bitset")  # type: ignore[arg-type]
 
 
 # --- missing values --------------------------------------------------------------------------
@@ -325,9 +386,19 @@ def _probe_inputs(ens: Ensemble, seed: int) -> np.ndarray:
 
 @given(_ensembles(), st.integers(0, 2**31))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_converter_matches_reference_and_oracle(ens: Ensemble, seed: int) -> None:
+def test_member_form_matches_reference_and_oracle(ens: Ensemble, seed: int) -> None:
+    _check_against_reference_and_oracle(tree_graph(ens, logistic=False, output="score", categorical="member"),
+                                        ens, seed)
+
+
+@given(_ensembles(allow_zero_category=True), st.integers(0, 2**31))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_indicator_form_matches_reference_and_oracle_even_with_category_0(ens: Ensemble, seed: int) -> None:
+    _check_against_reference_and_oracle(tree_graph(ens, logistic=False, output="score"), ens, seed)
+
+
+def _check_against_reference_and_oracle(proto: onnx.ModelProto, ens: Ensemble, seed: int) -> None:
     x = _probe_inputs(ens, seed)
-    proto = tree_graph(ens, logistic=False, output="score")
     want = np.array([sum(_oracle(t, r) for t in ens.trees) / (len(ens.trees) if ens.average_output else 1)
                      for r in x])
     got_ort = _run(proto, x)
@@ -356,13 +427,15 @@ def test_reference_misroutes_membership_sets_containing_zero_but_onnxruntime_doe
     ens = Ensemble((first, second), 1, "regression", 1.0, False)
     x = np.array([[0.0], [2.0], [5.0], [1.0]], dtype=np.float32)
     want = np.array([1.0, 1.0, 10.0, 0.0], dtype=np.float32)
-    proto = tree_graph(ens, logistic=False, output="score")
+    proto = tree_graph(ens, logistic=False, output="score", categorical="member")
     np.testing.assert_array_equal(_run(proto, x), want)
     np.testing.assert_array_equal(np.array([sum(_oracle(t, r) for t in ens.trees) for r in x]), want)
     got = np.asarray(ReferenceEvaluator(proto).run(None, {"features": x})[0])
     # the reference reads the first set as {} and the second as {2}: 0 and 2 miss tree 0, 2 hits tree 1
     np.testing.assert_array_equal(got, np.array([0.0, 10.0, 0.0, 0.0], dtype=np.float32))
     assert not np.array_equal(got, want)
+    indicator = tree_graph(ens, logistic=False, output="score")  # no membership sets: the reference agrees
+    np.testing.assert_array_equal(np.asarray(ReferenceEvaluator(indicator).run(None, {"features": x})[0]), want)
 
 
 def test_runtimes_ignore_post_transform_logistic_so_a_sigmoid_node_follows() -> None:
@@ -423,3 +496,18 @@ def test_legacy_form_is_the_older_operator() -> None:
     assert "TreeEnsembleClassifier" in ops
     assert "ZipMap" not in ops
     assert all(o.version <= 3 for o in legacy.opset_import if o.domain == "ai.onnx.ml")
+
+
+def test_a_large_set_matrix_is_stored_in_int8_and_still_routes_exactly() -> None:
+    """Hundreds of distinct sets: the +-1 matrix goes to the file as int8 with a Cast, the routing is unchanged."""
+    rng = np.random.default_rng(3)
+    trees = tuple(Split(0, True, 0.0, tuple(sorted(rng.choice(60, size=int(rng.integers(1, 6)), replace=False))),
+                        False, "None", Leaf(0, float(i + 1)), Leaf(1, 0.0)) for i in range(400))
+    ens = Ensemble(trees, 1, "regression", 1.0, False)
+    proto = tree_graph(ens, logistic=False, output="score")
+    names = {i.name for i in proto.graph.initializer}
+    assert "category_sets_int8" in names and "category_sets" not in names and categorical_form(proto) == "indicator"
+    member = tree_graph(ens, logistic=False, output="score", categorical="member")
+    assert len(proto.SerializeToString()) < 2 * len(member.SerializeToString())
+    x = np.concatenate([np.arange(-2, 63, 0.5, dtype=np.float32), [np.nan]]).reshape(-1, 1)
+    np.testing.assert_array_equal(_run(proto, x), _run(member, x))
