@@ -132,27 +132,28 @@ class CtaPolicy:
             raise ValueError(f"scores must have shape (K,), got shape {arr.shape}")
         values: list[float] = arr.tolist()
         k = len(values)
-        if mask is None:
+        if k == 0:
+            raise ValueError("scores must hold at least one variant, got none")
+        if not all(map(math.isfinite, values)):
+            j = next(j for j, v in enumerate(values) if not math.isfinite(v))
+            raise ValueError(f"scores must be finite, got {values[j]!r} at index {j}")
+        if mask is None:  # the edge's call: every variant can be shown
             allowed: list[bool] = [True] * k
+            best = max(values)
+            greedy, count = values.index(best), k  # the first of equal best scores, as in probabilities()
         else:
             m = np.asarray(mask)
             if m.shape != (k,) or m.dtype != np.bool_:
                 raise ValueError(f"mask must be boolean with the shape of scores ({k},), got {m.dtype} {m.shape}")
             allowed = m.tolist()
-        if k == 0:
-            raise ValueError("scores must hold at least one variant, got none")
-        greedy = -1
-        best = -math.inf
-        count = 0
-        for j, (v, ok) in enumerate(zip(values, allowed, strict=True)):
-            if not math.isfinite(v):
-                raise ValueError(f"scores must be finite, got {v!r} at index {j}")
-            if ok:
-                count += 1
-                if v > best:
-                    best, greedy = v, j
-        if greedy < 0:
-            raise ValueError("mask must allow at least one variant")
+            greedy, best, count = -1, -math.inf, 0
+            for j, (v, ok) in enumerate(zip(values, allowed, strict=True)):
+                if ok:
+                    count += 1
+                    if v > best:
+                        best, greedy = v, j
+            if greedy < 0:
+                raise ValueError("mask must allow at least one variant")
         st = self.settings
         if st.kind == "epsilon_greedy":
             base = st.epsilon / count
