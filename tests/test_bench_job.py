@@ -367,6 +367,8 @@ def _bad_layouts(tmp: Path) -> list[tuple[list[Path], str, str]]:
     make_model(tmp / "noort" / "cta" / "v1" / "model.onnx", "cta", 1)
     (tmp / "badmanifest").mkdir()
     (tmp / "badmanifest" / "manifest.json").write_text("{}")
+    (tmp / "killswitch").mkdir()
+    (tmp / "killswitch" / "manifest.json").write_text('{"models": {}, "personalization": false}')
     (tmp / "notes.txt").write_text("x")
     return [
         ([tmp / "missing"], "onnx", "no such file or directory"),
@@ -376,6 +378,7 @@ def _bad_layouts(tmp: Path) -> list[tuple[list[Path], str, str]]:
         ([broken], "both", r"models/cta.ort.*missing; copy the whole bundle"),
         ([tmp / "noort"], "ort", r"the .ort file of cta/v1/model.onnx is missing"),
         ([tmp / "badmanifest"], "onnx", "not a bundle manifest"),
+        ([tmp / "killswitch"], "onnx", r"carries no models \(it is a kill-switch bundle\): nothing to measure"),
         ([tmp / "notes.txt"], "onnx", r"not a model file \(expected .onnx or .ort\)"),
         ([tmp / "empty", tmp / "notes.txt"], "onnx", "one directory, or model files only"),
         ([], "onnx", "no models given"),

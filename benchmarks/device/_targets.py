@@ -107,13 +107,17 @@ def _bundle(root: Path, fmt: str) -> tuple[Source, list[Target]]:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         models = manifest["models"]
-        if not isinstance(models, dict) or not models:
+        if not isinstance(models, dict):
             raise KeyError("models")
     except OSError as e:
         raise BenchError(f"{manifest_path}: cannot read the bundle manifest ({e.strerror})") from e
     except (ValueError, KeyError, TypeError) as e:
         raise BenchError(f"{manifest_path}: not a bundle manifest (field {e} missing or malformed); "
                          "pass a bundle built by `carryon bundle build`") from e
+    if not models:
+        why = "it is a kill-switch bundle" if manifest.get("personalization") is False else "models is empty"
+        raise BenchError(f"{manifest_path}: the bundle carries no models ({why}): nothing to measure; "
+                         "pass a bundle built with models")
     targets = []
     for kind, entry in sorted(models.items()):
         for form in _formats(fmt):
