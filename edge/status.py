@@ -58,6 +58,7 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
     state = home.load_state()["creators"]
     fresh = metadata_freshness(home, now)
     creators: dict[str, Any] = {}
+    trust = load_trust(home)
     for creator in sorted(set(state) | set(home.installed_creators())):
         entry = state.get(creator, {})
         version = home.installed_version(creator)
@@ -79,9 +80,10 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
             "bundle_expires_at": manifest.get("expires_at"),
             "personalization": manifest.get("personalization"),
             "signing_key_id": (manifest.get("signing") or {}).get("key_id"),
+            # Verified when installed; a key revoked since then does not stop it: a newer bundle replaces it.
+            "signed_by_revoked_key": (manifest.get("signing") or {}).get("key_id") in trust["revoked"],
             "stale": fresh["metadata_expired"] or entry.get("last_refresh_ok") is None,
         }
-    trust = load_trust(home)
     return {
         "home": str(home.root),
         "initialized": (home.tuf / "root.json").exists(),
@@ -105,6 +107,11 @@ def render(status: dict[str, Any]) -> str:
         version = "none" if entry["version"] is None else f"version {entry['version']}"
         lines.append(f"{creator}: {version}, installed {_human_age(entry['installed_age_s'])}, "
                      f"last refresh {_human_age(entry['refresh_age_s'])}" + (" [stale]" if entry["stale"] else ""))
+        if entry["personalization"] is False:
+            lines.append("  kill switch: personalization off, the creator's defaults only")
+        if entry["signed_by_revoked_key"]:
+            lines.append(f"  signed by key {entry['signing_key_id']}, revoked since it was installed: still in use "
+                         f"until a newer bundle is pulled (carryon edge pull --creator {creator})")
         if entry["last_error"]:
             lines.append(f"  last error: {entry['last_error']}")
     for key_id, entry in status["trusted_keys"].items():

@@ -363,6 +363,22 @@ def test_offline_with_expired_metadata_keeps_serving_and_says_so(world: World) -
     assert "cannot reach the repository" in entry["last_error"]
 
 
+def test_status_flags_an_installed_bundle_whose_key_was_revoked_since(world: World) -> None:
+    from edge.status import render
+    from edge.trust import revoke_key
+
+    world.release(1)
+    world.pull()
+    entry = node_status(world.home)["creators"][CREATOR]
+    assert entry["signed_by_revoked_key"] is False and entry["signing_key_id"]
+    assert "revoked since" not in render(node_status(world.home))
+    revoke_key(world.home, entry["signing_key_id"])
+    status = node_status(world.home)
+    assert status["creators"][CREATOR]["signed_by_revoked_key"] is True
+    assert f"signed by key {entry['signing_key_id']}, revoked since it was installed" in render(status)
+    assert world.current() == 1  # still installed: the operator decides, status says so
+
+
 def test_golden_child_crash_refuses_the_bundle_and_the_client_survives(world: World) -> None:
     world.release(1)
     world.pull()
@@ -481,6 +497,8 @@ def test_end_to_end_real_bundle_through_the_real_publisher(tmp_path: Path) -> No
         from edge.runtime import EdgeRuntime, bundle_for  # the installed kill switch runs: defaults, no models
         decided = EdgeRuntime.load(bundle_for(home.root, CREATOR)).decide({"consent": {"personalization": True}})
         assert (decided.personalized, decided.reason, decided.variant) == (False, "kill_switch", "v1")
+        from edge.status import render
+        assert "kill switch: personalization off" in render(node_status(home))
 
         release()
         mirror.behave("alter", match="/targets/")
