@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,12 @@ class LiveRuntime:
     """The runtime of ``current/<creator>`` in ``home``, replaced when a pull installs another bundle."""
 
     def __init__(self, home: Path, creator: str, runtime: EdgeRuntime, *, interval_s: float = 2.0,
-                 seed: int | None = None, loader: Callable[[Path], EdgeRuntime] | None = None) -> None:
+                 seed: int | None = None) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.home, self.creator, self.interval_s = home, creator, interval_s
         self.runtime = runtime
-        self._load = loader or (lambda path: EdgeRuntime.load(path, seed=seed))
+        self.seed = seed
         self._failed: Path | None = None  # the target that last failed to load: reported once, retried on change
         self.checked_at: str | None = None
         self.error: str | None = None
@@ -88,7 +87,7 @@ class LiveRuntime:
 
     def _try_load(self, target: Path) -> EdgeRuntime | BaseException:
         try:
-            return self._load(target)
+            return EdgeRuntime.load(target, seed=self.seed)
         except Exception as e:  # BundleLoadError, or an untyped onnxruntime error: reported, the good bundle stays
             return e
 

@@ -69,6 +69,7 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
                 manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 manifest = {}
+        key_id = (manifest.get("signing") or {}).get("key_id")
         creators[creator] = {
             "version": version,
             "bundle": os.path.join("current", creator) if version is not None else None,
@@ -79,9 +80,9 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
             "last_error": entry.get("last_error"),
             "bundle_expires_at": manifest.get("expires_at"),
             "personalization": manifest.get("personalization"),
-            "signing_key_id": (manifest.get("signing") or {}).get("key_id"),
+            "signing_key_id": key_id,
             # Verified when installed; a key revoked since then does not stop it: a newer bundle replaces it.
-            "signed_by_revoked_key": (manifest.get("signing") or {}).get("key_id") in trust["revoked"],
+            "signed_by_revoked_key": key_id in trust["revoked"],
             "stale": fresh["metadata_expired"] or entry.get("last_refresh_ok") is None,
         }
     return {
