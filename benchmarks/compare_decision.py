@@ -194,8 +194,8 @@ def sklearn_wrapper(source: Source, name: str, booster: Any) -> Any:
 
     MLflow holds the booster only (LightGBM's text format), and LightGBM has no public way to
     put a booster into a wrapper, so the wrapper is refit with the training code and settings
-    on the training split of the features (as models/cta.py and models/bonus.py do;
-    deterministic mode makes that the same trees), and refused unless it predicts exactly as
+    on the training split of the features with the rounds training chose (models/rounds.py refits
+    them on that whole split; deterministic mode makes that the same trees), and refused unless it predicts exactly as
     the logged booster on that data: then both sides of a comparison run the same model.
     """
     from models._tables import load_bonus, load_catalog, load_cta, time_split
@@ -208,13 +208,14 @@ def sklearn_wrapper(source: Source, name: str, booster: Any) -> Any:
         cta = load_cta(source.features_dir, load_catalog(source.features_dir))
         cta_train = cta.subset(~time_split(cta.creator, cta.drop, cta.ts, config.test_fraction))
         model = make_classifier("lightgbm", cta.spec, cta.spec.cta_names, config)
+        model.set_params(n_estimators=booster.num_trees())  # the rounds training chose (models.rounds)
         model.fit(cta_train.x, cta_train.y, **fit_kwargs(model, cta.spec, cta.spec.cta_names))
         x: np.ndarray = cta_train.x
         check = np.asarray(model.predict_proba(x, num_threads=1))[:, 1]
     else:
         bonus = load_bonus(source.features_dir)
         bonus_train = bonus.subset(~time_split(bonus.creator, bonus.drop, bonus.ts, config.test_fraction))
-        model = make_ranker(config)
+        model = make_ranker(config).set_params(n_estimators=booster.num_trees())
         model.fit(bonus_train.x, bonus_train.relevance, group=Slates.from_group_ids(bonus_train.slate).sizes,
                   **fit_kwargs(model, bonus.spec, bonus.spec.bonus_names))
         x = bonus_train.x

@@ -16,10 +16,11 @@ from features.config import ProgressFn, no_progress
 from features.errors import DataError
 from models import _plots
 from models._tables import BonusTable, load_bonus, time_split
-from models.candidates import LightGBMFit, family_params, fit_model, make_classifier, make_ranker
+from models.candidates import LightGBMFit, family_params, make_classifier, make_ranker
 from models.config import EvalConfig, TrainConfig
 from models.metrics import Slates, cluster_bootstrap_mean, per_slate_ndcg, ranking_metrics
 from models.result import Candidate
+from models.rounds import fit_with_rounds
 from models.synthetic import synthetic_rows
 
 # Claims of a bonus are shrunk toward the creator's overall claim rate with this many
@@ -42,16 +43,17 @@ def popularity_scores(train: BonusTable, test: BonusTable) -> np.ndarray:
     return looked_up.get_column("rate").fill_null(0.0).to_numpy()
 
 
-def _fit(family: str, train: BonusTable, config: TrainConfig, lightgbm_fit: LightGBMFit | None) -> Any:
+def _fit(family: str, train: BonusTable, config: TrainConfig,
+         lightgbm_fit: LightGBMFit | None) -> tuple[Any, dict[str, object]]:
     names = train.spec.bonus_names
     if family == "lambdarank":
-        sizes = Slates.from_group_ids(train.slate).sizes
-        return fit_model(make_ranker(config), train.x, train.relevance, train.spec, names, group=sizes,
-                         lightgbm_fit=lightgbm_fit)
+        validation = time_split(train.creator, train.drop, train.ts, config.lightgbm.validation_fraction)
+        return fit_with_rounds(make_ranker(config), train.x, train.relevance, train.spec, names, config.lightgbm,
+                               validation=validation, group_ids=train.slate, lightgbm_fit=lightgbm_fit)
     if family == "pointwise":
         model = make_classifier("pointwise", train.spec, names, config)
         model.fit(train.x, (train.relevance > 0).astype(np.int8))
-        return model
+        return model, {}
     raise ValueError(f"unknown bonus family {family!r}; expected lambdarank or pointwise")
 
 
@@ -84,7 +86,7 @@ def train_bonus(features_dir: Path, config: TrainConfig, evaluation: EvalConfig,
     candidates = []
     for step, family in enumerate(config.bonus_families):
         progress("train bonus", step, len(config.bonus_families))
-        model = _fit(family, train, config, lightgbm_fit)
+        model, rounds = _fit(family, train, config, lightgbm_fit)
         scores = _scores(model, test.x)
         metrics = ranking_metrics(test.relevance, scores, slates)
         gain = per_slate_ndcg(test.relevance, scores, slates, 5) - reference_ndcg5
@@ -101,7 +103,7 @@ def train_bonus(features_dir: Path, config: TrainConfig, evaluation: EvalConfig,
         }
         candidates.append(Candidate(
             kind="bonus-ranker", family=family, model=model, feature_names=names, spec_hash=table.spec.hash,
-            params=family_params(family, config), metrics=metrics,
+            params={**family_params(family, config), **rounds}, metrics=metrics,
             input_example=synthetic_rows(table.spec, names, 5, config.seed), figures=figures, info=info,
         ))
     progress("train bonus", len(config.bonus_families), len(config.bonus_families))

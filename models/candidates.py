@@ -112,5 +112,6 @@ def family_params(family: str, config: TrainConfig) -> dict[str, Any]:
         return {**base, "hidden": "x".join(map(str, config.mlp.hidden)), "alpha": config.mlp.alpha,
                 "max_iter": config.mlp.max_iter}
     lg = config.lightgbm
-    return {**base, "n_estimators": lg.n_estimators, "learning_rate": lg.learning_rate,
+    return {**base, "n_estimators": lg.n_estimators, "early_stopping_rounds": lg.early_stopping_rounds,
+            "validation_fraction": lg.validation_fraction, "learning_rate": lg.learning_rate,
             "num_leaves": lg.num_leaves, "min_child_samples": lg.min_child_samples}

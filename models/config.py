@@ -10,7 +10,9 @@ BONUS_FAMILIES = ("lambdarank", "pointwise")
 
 @dataclass(frozen=True)
 class LightGBMConfig:
-    n_estimators: int = 200
+    n_estimators: int = 200  # rounds at most
+    early_stopping_rounds: int = 20  # 0: always n_estimators (see models.rounds)
+    validation_fraction: float = 0.15  # share of each creator's latest training drops the rounds are chosen on
     learning_rate: float = 0.05
     num_leaves: int = 31
     min_child_samples: int = 50

@@ -22,6 +22,7 @@ from models.config import EvalConfig, TrainConfig
 from models.metrics import classification_metrics
 from models.ope import evaluate_policy
 from models.result import Candidate
+from models.rounds import fit_with_rounds
 from models.synthetic import synthetic_rows
 
 
@@ -73,6 +74,7 @@ def train_cta(
     train, test = table.subset(~is_test), table.subset(is_test)
     _check_labels(train, "training")
     _check_labels(test, "test")
+    validation = time_split(train.creator, train.drop, train.ts, config.lightgbm.validation_fraction)
     inputs, mask = variant_inputs(test, catalog)
     names = table.spec.cta_names
     logged_value = float(test.y.mean())
@@ -82,7 +84,12 @@ def train_cta(
     for step, family in enumerate(config.cta_families):
         progress("train cta", step, len(config.cta_families))
         model = make_classifier(family, table.spec, names, config)
-        model = fit_model(model, train.x, train.y, table.spec, names, lightgbm_fit=lightgbm_fit)
+        rounds: dict[str, object] = {}
+        if family == "lightgbm":
+            model, rounds = fit_with_rounds(model, train.x, train.y, table.spec, names, config.lightgbm,
+                                            validation=validation, lightgbm_fit=lightgbm_fit)
+        else:
+            model = fit_model(model, train.x, train.y, table.spec, names, lightgbm_fit=lightgbm_fit)
         prob = model.predict_proba(test.x)[:, 1]
         metrics = classification_metrics(test.y, prob, evaluation.ece_bins)
         scores = model.predict_proba(inputs.reshape(-1, len(names)))[:, 1].reshape(mask.shape)
@@ -105,7 +112,7 @@ def train_cta(
         }
         candidates.append(Candidate(
             kind="cta", family=family, model=model, feature_names=names, spec_hash=table.spec.hash,
-            params={**family_params(family, config), **exploration.to_dict()},
+            params={**family_params(family, config), **rounds, **exploration.to_dict()},
             metrics=metrics, input_example=synthetic_rows(table.spec, names, 5, config.seed),
             figures=figures, info=info,
         ))

@@ -305,6 +305,8 @@ def _train(tra: _Section) -> TrainConfig:
         logreg_c=tra.float("logreg_c", 1e-6, 1e6),
         lightgbm=LightGBMConfig(
             n_estimators=lgb.int("n_estimators", 1),
+            early_stopping_rounds=lgb.int("early_stopping_rounds", 0),
+            validation_fraction=lgb.float("validation_fraction", 0.01, 0.9),
             learning_rate=lgb.float("learning_rate", 1e-4, 1.0),
             num_leaves=lgb.int("num_leaves", 2),
             min_child_samples=lgb.int("min_child_samples", 1),

@@ -305,11 +305,16 @@ def test_lightgbm_on_dask_stays_close_to_local_and_comes_back_local(
     [local_rank] = train_bonus(features, config, evaluation)
     [dask_rank] = train_bonus(features, config, evaluation, lightgbm_fit=fit)
     assert type(dask_cta.model) is lgb.LGBMClassifier and type(dask_rank.model) is lgb.LGBMRanker
-    for on_dask, here in ((dask_cta.model, local_cta.model), (dask_rank.model, local_rank.model)):
-        # the same settings, plus the ones lightgbm.dask set for the distributed fit
-        params = on_dask.get_params()
-        assert set(params) - set(here.get_params()) == {"tree_learner", "num_threads", "time_out"}
-        assert {k: params[k] for k in here.get_params()} == here.get_params()
+    for on_dask, here in ((dask_cta, local_cta), (dask_rank, local_rank)):
+        # the same settings, plus the ones lightgbm.dask set for the distributed fit; the rounds are
+        # chosen on each engine's own validation curve (models.rounds), the same way
+        params, local = on_dask.model.get_params(), here.model.get_params()
+        assert set(params) - set(local) == {"tree_learner", "num_threads", "time_out"}
+        assert {k: params[k] for k in local if k != "n_estimators"} == {k: v for k, v in local.items()
+                                                                          if k != "n_estimators"}
+        assert on_dask.params["rounds_rule"] == here.params["rounds_rule"] == "early_stopping"
+        assert params["n_estimators"] == on_dask.params["rounds"] == on_dask.model.booster_.num_trees()
+        assert 1 <= on_dask.params["rounds"] <= config.lightgbm.n_estimators
     assert abs(dask_cta.metrics["auc"] - local_cta.metrics["auc"]) <= SMALL_AUC_TOLERANCE
     assert abs(dask_rank.metrics["ndcg_at_5"] - local_rank.metrics["ndcg_at_5"]) <= SMALL_NDCG_TOLERANCE
     # trained elsewhere, not a copy of the local fit
