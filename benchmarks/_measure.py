@@ -1,8 +1,13 @@
 """Run one command in a child process and measure its wall time and peak RSS.
 
-The child is reaped with ``os.wait4``, whose rusage gives the child's own peak resident
-set size (``ru_maxrss``, KiB on Linux), so the figure belongs to the command alone and
-not to the benchmark process. Shared by the benchmarks in this folder.
+The command's peak resident set size is ``ru_maxrss`` from ``os.wait4`` (KiB on Linux).
+Linux carries a parent's peak into a child it starts (``execve`` keeps the larger of the
+child's own peak and the address space it replaced, which a fork or vfork shares with
+the parent), so a command started straight from a benchmark that had grown to 600 MiB
+would report 600 MiB however little it used. The command is therefore started by a
+small trampoline (a fresh ``python -S -I``, about 10 MiB) that reaps it and reports its
+rusage: the figure is the command's own, with that floor. Shared by the benchmarks in
+this folder.
 
     >>> run = measure([sys.executable, "-c", "print(1)"])
     >>> run.ok, run.stdout.strip()
@@ -11,11 +16,9 @@ not to the benchmark process. Shared by the benchmarks in this folder.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,27 +55,42 @@ class Measured:
         return self
 
 
+# Runs argv[2:], reaps it with wait4 and writes "returncode wall_s maxrss_kib user_s sys_s" to argv[1].
+_TRAMPOLINE = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {wall!r} {usage.ru_maxrss} {usage.ru_utime!r} {usage.ru_stime!r}")
+"""
+
+
 def measure(
     argv: Sequence[str], *, cwd: str | Path | None = None, env: Mapping[str, str] | None = None
 ) -> Measured:
     """Run ``argv`` to completion; stdout and stderr go to temp files (no pipe deadlocks)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), cwd=cwd, env=None if env is None else dict(env), stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "rusage"
+        trampoline = [sys.executable, "-S", "-I", "-c", _TRAMPOLINE, str(result), *map(str, argv)]
+        proc = subprocess.run(trampoline, cwd=cwd, env=None if env is None else dict(env), stdout=out, stderr=err,
+                              check=False)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
+        if proc.returncode != 0 or not result.exists():  # the trampoline itself failed (e.g. argv[0] not found)
+            return Measured(argv=tuple(str(a) for a in argv), returncode=proc.returncode or 1, wall_s=0.0,
+                            peak_rss_bytes=0, user_s=0.0, sys_s=0.0, stdout=stdout, stderr=stderr)
+        code, wall, maxrss, user, system = result.read_text().split()
     return Measured(
         argv=tuple(str(a) for a in argv),
-        returncode=proc.returncode,
-        wall_s=wall,
-        peak_rss_bytes=int(usage.ru_maxrss) * _KIB,
-        user_s=usage.ru_utime,
-        sys_s=usage.ru_stime,
+        returncode=int(code),
+        wall_s=float(wall),
+        peak_rss_bytes=int(maxrss) * _KIB,
+        user_s=float(user),
+        sys_s=float(system),
         stdout=stdout,
         stderr=stderr,
     )

@@ -31,6 +31,7 @@ from models.config import EvalConfig, TrainConfig
 from models.metrics import classification_metrics
 from models.ope import PolicyEvaluation, evaluate_policy
 from models.result import Candidate
+from models.rounds import fit_with_rounds
 
 REGISTERED_MODEL: Final = "cta-log"  # registered model of candidates trained on an imported log
 DR_REWARD_FAMILY: Final = "logreg"  # the reward model DR uses in evaluate_on_log
@@ -146,6 +147,13 @@ def _split(log: BanditLog, config: TrainConfig) -> tuple[BanditLog, BanditLog]:
     return train, test
 
 
+def _validation_rows(train: BanditLog, config: TrainConfig) -> np.ndarray:
+    """The training sessions that began last, where a LightGBM candidate's rounds are chosen."""
+    if np.unique(train.session).size < 2:
+        return np.zeros(train.reward.size, dtype=bool)  # models.rounds then fits n_estimators and says why
+    return session_split(train.session, train.ts, config.lightgbm.validation_fraction, train.source)
+
+
 def action_scores(model: Any, context: np.ndarray, k: int) -> np.ndarray:
     """The model's reward probability of every action for every row, (n, k)."""
     return np.asarray(model.predict_proba(every_action(context, k))[:, 1], dtype=np.float64).reshape(-1, k)
@@ -167,7 +175,12 @@ def train_bandit_candidates(bandit_dir: Path, config: TrainConfig, evaluation: E
     candidates = []
     for family in config.cta_families:
         model = make_classifier(family, features, names, config)
-        model.fit(x_train, train.reward.astype(np.int64), **fit_kwargs(model, features, names))
+        rounds: dict[str, object] = {}
+        if family == "lightgbm":
+            model, rounds = fit_with_rounds(model, x_train, train.reward.astype(np.int64), features, names,
+                                            config.lightgbm, validation=_validation_rows(train, config))
+        else:
+            model.fit(x_train, train.reward.astype(np.int64), **fit_kwargs(model, features, names))
         prob = model.predict_proba(x_test)[:, 1]
         metrics = classification_metrics(test.reward, prob, evaluation.ece_bins)
         scores = action_scores(model, test.context, k)
@@ -187,7 +200,7 @@ def train_bandit_candidates(bandit_dir: Path, config: TrainConfig, evaluation: E
         }
         candidates.append(Candidate(
             kind="cta", family=family, model=model, feature_names=names, spec_hash=spec.hash,
-            params={**family_params(family, config), **exploration.to_dict(), "source": "log"},
+            params={**family_params(family, config), **rounds, **exploration.to_dict(), "source": "log"},
             metrics=metrics, input_example=example, figures=figures, info=info,
         ))
     return candidates

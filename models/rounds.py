@@ -1,7 +1,8 @@
 """Boosting rounds chosen on held-out training drops (early stopping), then one refit on all of them.
 
 A LightGBM candidate is first fit with ``n_estimators`` rounds on the earlier training drops.
-The later ``validation_fraction`` of each creator's training drops is scored after every round,
+The later ``validation_fraction`` of each creator's training drops (of a logged-bandit table's
+training sessions) is scored after every round,
 and the rounds stop where ``early_stopping_rounds`` more rounds brought no improvement: the rule
 of LightGBM's ``early_stopping`` callback. The chosen number of rounds is then refit on every
 training drop, so the final model has seen all of them and carries no unused trees.
@@ -68,11 +69,11 @@ def _why_not(config: LightGBMConfig, y: np.ndarray, validation: np.ndarray, rank
     parts = {"earlier": y[~validation], "validation": y[validation]}
     for part, labels in parts.items():
         if labels.size == 0:
-            return f"no {part} training drops (each creator needs 3 drops or more)"
+            return f"no {part} part of the training rows (too few drops or sessions to hold some out)"
         if ranker and not (labels > 0).any():
-            return f"no relevant item in the {part} drops"
+            return f"no relevant item in the {part} part"
         if not ranker and np.unique(labels).size < 2:
-            return f"a single label class in the {part} drops"
+            return f"a single label class in the {part} part"
     return None
 
 

@@ -98,6 +98,10 @@ def test_training_on_the_example_log(bandit_dir: Path) -> None:
         assert set(c.figures) == {"roc.png", "calibration.png", "lift.png"}
         scores = c.model.predict_proba(every_action(log.context[:4], len(spec.actions)))[:, 1]
         assert scores.shape == (4 * len(spec.actions),) and ((scores >= 0) & (scores <= 1)).all()
+    # The LightGBM candidate's rounds were chosen on the training sessions that began last.
+    boosted = candidates[1]
+    assert boosted.params["rounds_rule"] == "early_stopping"
+    assert boosted.model.booster_.num_trees() == boosted.params["rounds"] <= TRAIN.lightgbm.n_estimators
     # Deterministic: the same log and params give the same model.
     again = train_bandit_candidates(bandit_dir, replace(TRAIN, cta_families=("lightgbm",)), EVAL, EXPLORE)
     assert again[0].metrics == candidates[1].metrics

@@ -36,6 +36,24 @@ def test_measure_reports_the_childs_peak_rss_and_exit_status() -> None:
         run.check("grow")
 
 
+def test_measure_does_not_inherit_this_process_peak() -> None:
+    # Linux hands a parent's peak RSS to a child it execs: a benchmark that has grown must not
+    # make a small command look big (started through the trampoline, the command reports its own).
+    # The grown block is 400 MiB; a bare interpreter stays far below that.
+    block = bytearray(400 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    run = measure([sys.executable, "-c", "print('small')"])
+    del block
+    assert run.ok and run.stdout == "small\n"
+    assert run.peak_rss_mib < 100
+
+
+def test_measure_reports_a_command_that_cannot_start() -> None:
+    run = measure([str(ROOT / "no-such-command")])
+    assert not run.ok
+    assert "no-such-command" in run.stderr
+
+
 def _cta(path: Path, ids: list[str], shift: dict[str, float]) -> Path:
     from features.spec import context_features
 

@@ -138,9 +138,9 @@ def test_ranker_rounds_are_chosen_on_whole_slates() -> None:
 
 @pytest.mark.parametrize(("case", "reason"), [
     ("off", "early_stopping_rounds is 0"),
-    ("no_validation", "no validation training drops"),
-    ("all_validation", "no earlier training drops"),
-    ("one_class", "a single label class in the validation drops"),
+    ("no_validation", "no validation part of the training rows"),
+    ("all_validation", "no earlier part of the training rows"),
+    ("one_class", "a single label class in the validation part"),
 ])
 def test_without_a_usable_validation_split_the_cap_is_fit_and_said(case: str, reason: str) -> None:
     x, y = _binary(800)
@@ -169,4 +169,4 @@ def test_a_ranker_without_relevant_validation_items_fits_the_cap() -> None:
     ranker = lgb.LGBMRanker(objective="lambdarank", n_estimators=15, **PARAMS)
     _, info = fit_with_rounds(ranker, x, rel, SPEC, NAMES, replace(CONFIG, n_estimators=15),
                               validation=validation, group_ids=groups)
-    assert info == {"rounds": 15, "rounds_rule": "n_estimators: no relevant item in the validation drops"}
+    assert info == {"rounds": 15, "rounds_rule": "n_estimators: no relevant item in the validation part"}
