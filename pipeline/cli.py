@@ -325,6 +325,7 @@ def _train_summary(r: dict[str, Any]) -> str:
     lines = [f"{c['name']} version {c['version']} ({c['family']}): "
              + ", ".join(f"{k} {v:.4f}" for k, v in sorted(c["metrics"].items())
                          if k in ("auc", "ece", "lift_dr", "ndcg_at_5", "ndcg_at_5_gain"))
+             + (f"; {c['rounds']['rounds']} rounds ({c['rounds']['rounds_rule']})" if "rounds" in c else "")
              for c in r["candidates"]]
     return "\n".join(lines)
 

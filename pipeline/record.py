@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,12 @@ class Recorded:
     run_id: str
     family: str
     metrics: Mapping[str, float]
+    rounds: Mapping[str, Any] = field(default_factory=dict)  # a LightGBM candidate's chosen rounds (models.rounds)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, "family": self.family,
-                "metrics": dict(self.metrics)}
+        out = {"name": self.name, "version": self.version, "run_id": self.run_id, "family": self.family,
+               "metrics": dict(self.metrics)}
+        return out | ({"rounds": dict(self.rounds)} if self.rounds else {})
 
 
 def file_sha256(path: Path) -> str:
@@ -119,6 +121,8 @@ def record_candidates(
             before = ", ".join(f"{r.name} version {r.version}" for r in recorded) or "none"
             doing = f"recording candidate {candidate.name} (registered before it: {before})"
             raise store_failure(client.tracking_uri, Path.cwd(), doing, e) from e
+        rounds = {k: v for k, v in candidate.params.items()
+                  if k == "rounds" or k.startswith(("rounds_", "validation_"))}
         recorded.append(Recorded(registered, int(version.version), run.info.run_id, candidate.family,
-                                 dict(candidate.metrics)))
+                                 dict(candidate.metrics), rounds))
     return recorded

@@ -195,6 +195,10 @@ def test_pipeline_and_models_commands_work_unchanged(project: Project, tmp_path:
     assert not (project.root / "mlflow").exists(), "the embedded store was used instead of the server"
 
     trained = _report(project, "metrics/train_cta.json")["candidates"]
+    # the train report says how many rounds each LightGBM candidate got and why (models.rounds)
+    [boosted] = [c for c in trained if c["family"] == "lightgbm"]
+    assert 1 <= boosted["rounds"]["rounds"] <= 20 and boosted["rounds"]["rounds_rule"]
+    assert all("rounds" not in c for c in trained if c["family"] != "lightgbm")
     exported = {(v["name"], v["version"]): v for v in _report(project, "metrics/export.json")["versions"]}
     selected = _report(project, "metrics/select.json")
     listed = json.loads(project.carryon("models", "list", "cta", "--json").stdout)["versions"]
