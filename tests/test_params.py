@@ -11,6 +11,7 @@ import yaml
 from pipeline.params import ParamsError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+_LIGHTGBM = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["lightgbm"]
 
 
 def _write(tmp_path: Path, mutate: dict[str, dict[str, Any]] | None = None, drop: str = "") -> Path:
@@ -34,6 +35,8 @@ def test_shipped_params_load() -> None:
     assert params.consent.snapshot == "latest"
     assert params.ingest.max_ts is None
     assert params.features.label_window_s == 120.0
+    assert params.train.lightgbm.early_stopping_rounds == 20
+    assert params.train.lightgbm.validation_fraction == 0.15
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,10 @@ def test_shipped_params_load() -> None:
         ({"ingest": {"max_ts": "soon"}}, r"ingest\.max_ts must be an ISO 8601"),
         ({"consent": {"snapshot": "newest"}}, r"consent\.snapshot must be 'latest' or an ISO 8601"),
         ({"features": {"label_window_s": 0}}, r"features\.label_window_s must be a number in \[1.0"),
+        ({"train": {"lightgbm": {**_LIGHTGBM, "early_stopping_rounds": -1}}},
+         r"train\.lightgbm\.early_stopping_rounds must be an integer >= 0, got -1"),
+        ({"train": {"lightgbm": {**_LIGHTGBM, "validation_fraction": 0.95}}},
+         r"train\.lightgbm\.validation_fraction must be a number in \[0\.01, 0\.9\]"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, mutate: dict[str, dict[str, Any]], match: str) -> None:
