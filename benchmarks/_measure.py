@@ -71,9 +71,10 @@ def measure(
     argv: Sequence[str], *, cwd: str | Path | None = None, env: Mapping[str, str] | None = None
 ) -> Measured:
     """Run ``argv`` to completion; stdout and stderr go to temp files (no pipe deadlocks)."""
+    args = tuple(str(a) for a in argv)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "rusage"
-        trampoline = [sys.executable, "-S", "-I", "-c", _TRAMPOLINE, str(result), *map(str, argv)]
+        trampoline = [sys.executable, "-S", "-I", "-c", _TRAMPOLINE, str(result), *args]
         proc = subprocess.run(trampoline, cwd=cwd, env=None if env is None else dict(env), stdout=out, stderr=err,
                               check=False)
         out.seek(0)
@@ -81,11 +82,11 @@ def measure(
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
         if proc.returncode != 0 or not result.exists():  # the trampoline itself failed (e.g. argv[0] not found)
-            return Measured(argv=tuple(str(a) for a in argv), returncode=proc.returncode or 1, wall_s=0.0,
+            return Measured(argv=args, returncode=proc.returncode or 1, wall_s=0.0,
                             peak_rss_bytes=0, user_s=0.0, sys_s=0.0, stdout=stdout, stderr=stderr)
         code, wall, maxrss, user, system = result.read_text().split()
     return Measured(
-        argv=tuple(str(a) for a in argv),
+        argv=args,
         returncode=int(code),
         wall_s=float(wall),
         peak_rss_bytes=int(maxrss) * _KIB,

@@ -195,8 +195,8 @@ def sklearn_wrapper(source: Source, name: str, booster: Any) -> Any:
     MLflow holds the booster only (LightGBM's text format), and LightGBM has no public way to
     put a booster into a wrapper, so the wrapper is refit with the training code and settings
     on the training split of the features with the rounds training chose (models/rounds.py refits
-    them on that whole split; deterministic mode makes that the same trees), and refused unless it predicts exactly as
-    the logged booster on that data: then both sides of a comparison run the same model.
+    them on that whole split; deterministic mode makes that the same trees), and refused unless it
+    predicts exactly as the logged booster on that data: then both sides of a comparison run the same model.
     """
     from models._tables import load_bonus, load_catalog, load_cta, time_split
     from models.candidates import fit_kwargs, make_classifier, make_ranker

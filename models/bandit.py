@@ -172,15 +172,12 @@ def train_bandit_candidates(bandit_dir: Path, config: TrainConfig, evaluation: E
             "log_spec_hash": spec.hash, "log_source": str(spec.lineage.get("source")),
             "log_source_sha256": str(spec.lineage.get("source_sha256")), "consent": spec.consent.describe()}
     example = synthetic_inputs(spec, x_train, INPUT_EXAMPLE_ROWS, config.seed)
+    validation = _validation_rows(train, config)
     candidates = []
     for family in config.cta_families:
         model = make_classifier(family, features, names, config)
-        rounds: dict[str, object] = {}
-        if family == "lightgbm":
-            model, rounds = fit_with_rounds(model, x_train, train.reward.astype(np.int64), features, names,
-                                            config.lightgbm, validation=_validation_rows(train, config))
-        else:
-            model.fit(x_train, train.reward.astype(np.int64), **fit_kwargs(model, features, names))
+        model, rounds = fit_with_rounds(model, x_train, train.reward.astype(np.int64), features, names,
+                                        config.lightgbm, validation=validation)
         prob = model.predict_proba(x_test)[:, 1]
         metrics = classification_metrics(test.reward, prob, evaluation.ece_bins)
         scores = action_scores(model, test.context, k)

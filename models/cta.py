@@ -17,7 +17,7 @@ from features.errors import DataError
 from features.policy import CtaPolicy, ExplorationSettings
 from models import _plots
 from models._tables import Catalog, CtaTable, load_catalog, load_cta, time_split
-from models.candidates import LightGBMFit, family_params, fit_model, make_classifier
+from models.candidates import LightGBMFit, family_params, make_classifier
 from models.config import EvalConfig, TrainConfig
 from models.metrics import classification_metrics
 from models.ope import evaluate_policy
@@ -84,12 +84,8 @@ def train_cta(
     for step, family in enumerate(config.cta_families):
         progress("train cta", step, len(config.cta_families))
         model = make_classifier(family, table.spec, names, config)
-        rounds: dict[str, object] = {}
-        if family == "lightgbm":
-            model, rounds = fit_with_rounds(model, train.x, train.y, table.spec, names, config.lightgbm,
-                                            validation=validation, lightgbm_fit=lightgbm_fit)
-        else:
-            model = fit_model(model, train.x, train.y, table.spec, names, lightgbm_fit=lightgbm_fit)
+        model, rounds = fit_with_rounds(model, train.x, train.y, table.spec, names, config.lightgbm,
+                                        validation=validation, lightgbm_fit=lightgbm_fit)
         prob = model.predict_proba(test.x)[:, 1]
         metrics = classification_metrics(test.y, prob, evaluation.ece_bins)
         scores = model.predict_proba(inputs.reshape(-1, len(names)))[:, 1].reshape(mask.shape)

@@ -25,9 +25,11 @@ from models.candidates import LightGBMFit, fit_model
 from models.config import LightGBMConfig
 from models.metrics import Slates, per_slate_ndcg
 
-__all__ = ["best_round", "fit_with_rounds", "validation_curve"]
+__all__ = ["RECORD_KEYS", "best_round", "fit_with_rounds", "validation_curve"]
 
 _RANK_AT = 5  # the ranker's curve is NDCG@5, the metric `select` maximizes for it
+# What fit_with_rounds records about the choice (candidate params, the train report).
+RECORD_KEYS = ("rounds", "rounds_rule", "validation_logloss", f"validation_ndcg_at_{_RANK_AT}", "validation_rows")
 
 
 def best_round(curve: np.ndarray, *, higher_is_better: bool, patience: int) -> int:
@@ -77,13 +79,16 @@ def _why_not(config: LightGBMConfig, y: np.ndarray, validation: np.ndarray, rank
     return None
 
 
-def fit_with_rounds(model: lgb.LGBMModel, x: np.ndarray, y: np.ndarray, spec: FeatureSpec, names: tuple[str, ...],
+def fit_with_rounds(model: Any, x: np.ndarray, y: np.ndarray, spec: FeatureSpec, names: tuple[str, ...],
                     config: LightGBMConfig, *, validation: np.ndarray, group_ids: np.ndarray | None = None,
-                    lightgbm_fit: LightGBMFit | None = None) -> tuple[lgb.LGBMModel, dict[str, Any]]:
-    """Fit ``model`` with its rounds chosen on the ``validation`` rows, then refit them on all rows.
+                    lightgbm_fit: LightGBMFit | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fit a LightGBM ``model`` with its rounds chosen on the ``validation`` rows, then refit them on all
+    rows; any other family is fit as it is (it has no rounds: nothing to record).
 
     ``group_ids``: the slate of every row, for a ranker. Returns the fitted model and what to record
     about the choice (``rounds``, ``rounds_rule`` and, when validated, the best validation value)."""
+    if not isinstance(model, lgb.LGBMModel):
+        return fit_model(model, x, y, spec, names, lightgbm_fit=lightgbm_fit), {}
     ranker = group_ids is not None
     validation = np.asarray(validation, dtype=bool)
 

@@ -95,6 +95,8 @@ def record_candidates(
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from models.rounds import RECORD_KEYS
+
     recorded: list[Recorded] = []
     for candidate in candidates:
         registered = name or (CTA_MODEL if candidate.kind == "cta" else BONUS_MODEL)
@@ -121,8 +123,7 @@ def record_candidates(
             before = ", ".join(f"{r.name} version {r.version}" for r in recorded) or "none"
             doing = f"recording candidate {candidate.name} (registered before it: {before})"
             raise store_failure(client.tracking_uri, Path.cwd(), doing, e) from e
-        rounds = {k: v for k, v in candidate.params.items()
-                  if k == "rounds" or k.startswith(("rounds_", "validation_"))}
+        rounds = {k: candidate.params[k] for k in RECORD_KEYS if k in candidate.params}
         recorded.append(Recorded(registered, int(version.version), run.info.run_id, candidate.family,
                                  dict(candidate.metrics), rounds))
     return recorded
