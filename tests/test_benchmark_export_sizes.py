@@ -92,6 +92,14 @@ def test_reports_every_figure_for_every_candidate(project: tuple[Path, dict[str,
     for key in ("size_ratio_legacy_over_opset5", "weight_ratio_legacy_over_opset5",
                 "session_time_ratio_legacy_over_opset5", "session_time_ratio_legacy_over_ort"):
         assert base[key] > 0, key
+    bounds = base["bounds"]
+    # the bare operator is the model without its preprocessing and reshape nodes: fewer bytes, more than metadata
+    assert bounds["empty"]["bytes"] < bounds["bare"]["bytes"] < tree["files"]["onnx"]["bytes"]
+    assert bounds["size_ratio_legacy_over_bare"] == base["bytes"] / bounds["bare"]["bytes"]
+    assert bounds["size_ratio_legacy_over_bare"] > base["size_ratio_legacy_over_opset5"]
+    assert bounds["session_time_ratio_legacy_over_bare"] == pytest.approx(
+        base["session_create_ms_median"] / bounds["bare"]["session_create_ms_median"])
+    assert bounds["session_time_ratio_legacy_over_empty"] > 0
 
     net = by_family["mlp"]
     assert net["kind"] == "network"
@@ -107,6 +115,11 @@ def test_reports_every_figure_for_every_candidate(project: tuple[Path, dict[str,
     assert set(targets["int8_layer_weights_vs_float"]["measured"]) == {f"cta v{net['version']}"}
     for judged in targets.values():
         assert isinstance(judged["pass"], bool)
+    for which, ratio in (("tree_size_vs_legacy", "size_ratio_legacy_over_bare"),
+                         ("tree_session_time_vs_legacy", "session_time_ratio_legacy_over_bare")):
+        key = f"cta v{tree['version']}"
+        assert targets[which]["bound"] == {key: bounds[ratio]}
+        assert targets[which]["reachable"] == {key: bounds[ratio] >= float(targets[which]["target"][3:-1])}
     assert str(root) not in result.stdout and "/tmp/" not in result.stdout
 
 
@@ -162,3 +175,36 @@ def test_a_target_is_unjudged_without_candidates_and_fails_on_any_miss() -> None
     judged = export_sizes.targets(cands)["int8_layer_weights_vs_float"]
     assert judged["measured"] == {"cta v1": 4.0, "cta v2": 3.0}
     assert judged["pass"] is False
+
+
+def test_bare_tree_op_is_the_models_own_tree_node_with_its_metadata() -> None:
+    """The bound's model: exactly the exported TreeEnsemble node, fed what it reads, loadable, same metadata."""
+    import lightgbm as lgb
+    import numpy as np
+    import onnxruntime as ort
+
+    from export.trees import lightgbm_to_onnx
+
+    rng = np.random.default_rng(7)
+    x = np.column_stack([rng.normal(size=400), rng.integers(0, 6, size=400)]).astype(np.float32)
+    y = (x[:, 0] + (x[:, 1] % 2) > 0.5).astype(int)
+    native = lgb.LGBMClassifier(n_estimators=5, num_leaves=4, min_child_samples=5, verbose=-1)
+    native.fit(x, y, categorical_feature=[1])
+    model = lightgbm_to_onnx(native, ["a", "b"], kind="classifier", metadata={"carryon.spec_hash": "h"})
+    assert len(model.graph.node) > 1  # indicator nodes before the trees, Reshape and Sigmoid after
+
+    bare = export_sizes.bare_tree_op(model)
+    (node,) = bare.graph.node
+    assert node == next(n for n in model.graph.node if n.op_type == "TreeEnsemble")
+    assert node.input[0] != "features"  # it reads the features with the set indicators appended
+    width = bare.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    assert width > 2
+    assert {p.key: p.value for p in bare.metadata_props} == {p.key: p.value for p in model.metadata_props}
+    session = ort.InferenceSession(bare.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {node.input[0]: np.zeros((3, width), dtype=np.float32)})
+    assert out.shape == (3, 1)
+
+    empty = export_sizes.empty_model(model)
+    session = ort.InferenceSession(empty.SerializeToString(), providers=["CPUExecutionProvider"])
+    (same,) = session.run(None, {"features": x[:3]})
+    np.testing.assert_array_equal(same, x[:3])
