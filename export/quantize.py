@@ -1,25 +1,32 @@
 """int8 quantization of the network candidates and the quantized-vs-float parity gate.
 
 ``quantize_mlp`` runs onnxruntime's static QDQ quantization (int8 weights, uint8 activations,
-MinMax ranges calibrated on the training feature rows); when no calibration rows exist at all
-(``calibration=None``) it falls back to dynamic quantization (int8 weights, activation ranges
-computed per batch at run time). An empty calibration array is a caller mistake and raises.
+MinMax ranges calibrated on training feature rows, ``calibration_sample`` picks them evenly
+across the training set); when no calibration rows exist at all (``calibration=None``) it
+falls back to dynamic quantization (int8 weights, activation ranges computed per batch at
+run time). An empty calibration array is a caller mistake and raises. ``quantize_weights``
+stores only the layers' parameters as int8 (weights per output channel, biases per tensor)
+behind standard ``DequantizeLinear`` nodes and leaves the activations float: no calibration,
+no clipping of inputs outside the calibrated range. ``quantize_gated`` tries the recipes in
+that order and keeps the first whose model passes the caller's parity gate.
 ``should_quantize`` keeps linear models float: a single ``MatMul`` is a few hundred bytes.
 ``quantization_parity`` gives the AUC drop, max abs probability difference and top-1 agreement.
 
-    >>> result = quantize_mlp(model, x_train)
+    >>> result = quantize_mlp(model, calibration_sample(x_train, 2000))
     >>> quantization_parity(model, result.model, x_test, y_test, group_size=8)["passed"]
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -37,7 +44,8 @@ TOP1_GATE = 0.99  # share of groups whose argmax row is the same in float and qu
 _BATCH = 256  # calibration rows per batch fed to the calibrator
 _OP_TYPES = ["MatMul", "Add"]  # the layers; the preprocessing (Gather/Equal/Sub/Div) stays float
 
-__all__ = ["AUC_DROP_GATE", "TOP1_GATE", "QuantResult", "quantization_parity", "quantize_mlp", "should_quantize"]
+__all__ = ["AUC_DROP_GATE", "TOP1_GATE", "QuantResult", "calibration_sample", "int8_symmetric", "quantization_parity",
+           "quantize_gated", "quantize_mlp", "quantize_weights", "should_quantize"]
 
 
 class QuantizationError(ValueError):
@@ -54,7 +62,7 @@ class QuantResult:
     """
 
     model: onnx.ModelProto
-    method: str  # "static" (QDQ, calibrated) or "dynamic"
+    method: str  # "static" (QDQ, calibrated), "dynamic" or "weights" (int8 parameters, float activations)
     float_file_bytes: int
     quant_file_bytes: int
     float_weight_bytes: int
@@ -94,6 +102,16 @@ class _Rows(CalibrationDataReader):  # type: ignore[misc]
         return None if batch is None else {INPUT_NAME: batch}
 
 
+def calibration_sample(rows: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` of ``rows`` taken evenly from first to last (training rows are stored by creator
+    and drop, so the first ``n`` would calibrate on a few drops and clip the others' ranges)."""
+    if n < 1:
+        raise QuantizationError(f"calibration sample size must be >= 1, got {n}")
+    if len(rows) <= n:
+        return rows
+    return rows[np.unique(np.linspace(0, len(rows) - 1, n).round().astype(np.int64))]
+
+
 def quantize_mlp(model: onnx.ModelProto, calibration: np.ndarray | None, *, per_channel: bool = False) -> QuantResult:
     """int8 QDQ model calibrated on ``calibration`` (training features, float32 [N, F]); dynamic if None."""
     if not should_quantize(model):
@@ -125,6 +143,97 @@ def quantize_mlp(model: onnx.ModelProto, calibration: np.ndarray | None, *, per_
                        float_file_bytes=len(model.SerializeToString()), quant_file_bytes=len(quant.SerializeToString()),
                        float_weight_bytes=initializer_bytes(model), quant_weight_bytes=initializer_bytes(quant),
                        float_layer_bytes=layer_weight_bytes(model), quant_layer_bytes=layer_weight_bytes(quant))
+
+
+def int8_symmetric(values: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as int8 in [-127, 127] and float32 scales, one per slice along ``axis`` (one in all
+    when None), so that ``q * scale`` is within half a scale step of each value. An all-zero slice
+    gets scale 1.0 and zeros; no scale is below the smallest normal float32."""
+    x = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise QuantizationError("values to quantize contain NaN or inf; the model's parameters must be finite")
+    reduce = None if axis is None else tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+    top = np.max(np.abs(x), axis=reduce, keepdims=True) if x.size else np.zeros((1,) * x.ndim, np.float32)
+    # Scales stay normal floats: a subnormal one loses precision (and runtimes may flush it to zero).
+    scale = np.where(top > 0, np.maximum(top / np.float32(127), np.finfo(np.float32).tiny), np.float32(1))
+    scale = scale.astype(np.float32)
+    q = np.clip(np.rint(x / scale), -127, 127).astype(np.int8)
+    return q, (scale.reshape(-1) if axis is not None else scale.reshape(()))
+
+
+def _layer_parameters(model: onnx.ModelProto) -> list[tuple[str, int | None]]:
+    """(initializer, channel axis) of every layer: a MatMul's weight per output column, the bias an Add
+    then adds to that MatMul's output per tensor. Preprocessing constants are not layer parameters."""
+    inits = {t.name: t for t in model.graph.initializer}
+    found: list[tuple[str, int | None]] = []
+    matmul_out: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            found.append((node.input[1], 1))
+            matmul_out.add(node.output[0])
+    for node in model.graph.node:
+        if node.op_type == "Add" and len(node.input) == 2:
+            a, b = node.input
+            bias = b if a in matmul_out else a if b in matmul_out else None
+            if bias is not None and bias in inits:
+                found.append((bias, None))
+    return found
+
+
+def quantize_weights(model: onnx.ModelProto) -> QuantResult:
+    """The layers' weights (per output channel) and biases (per tensor) stored as int8 behind
+    ``DequantizeLinear``; activations stay float, so nothing is calibrated or clipped."""
+    if not should_quantize(model):
+        raise QuantizationError(f"model {model.graph.name!r} has no hidden layer; linear models stay float")
+    quant = onnx.ModelProto()
+    quant.CopyFrom(model)
+    params = dict(_layer_parameters(quant))
+    taken = {t.name for t in quant.graph.initializer} | {o for n in quant.graph.node for o in n.output}
+    kept: list[TensorProto] = []
+    dequantize: list[onnx.NodeProto] = []
+    for tensor in quant.graph.initializer:
+        if tensor.name not in params:
+            kept.append(tensor)
+            continue
+        axis = params[tensor.name]
+        q_name, s_name = f"{tensor.name}_int8", f"{tensor.name}_scale"
+        if {q_name, s_name} & taken:
+            raise QuantizationError(f"model {model.graph.name!r} already has a tensor named {q_name!r} or "
+                                    f"{s_name!r}; rename it before quantizing")
+        q, scale = int8_symmetric(numpy_helper.to_array(tensor), axis)
+        kept += [numpy_helper.from_array(q, q_name), numpy_helper.from_array(scale, s_name)]
+        attrs: dict[str, Any] = {} if axis is None else {"axis": axis}
+        dequantize.append(helper.make_node("DequantizeLinear", [q_name, s_name], [tensor.name],
+                                           name=f"{tensor.name}_dequantize", **attrs))
+    del quant.graph.initializer[:]
+    quant.graph.initializer.extend(kept)
+    nodes = [*dequantize, *quant.graph.node]
+    del quant.graph.node[:]
+    quant.graph.node.extend(nodes)
+    return QuantResult(model=quant, method="weights",
+                       float_file_bytes=len(model.SerializeToString()), quant_file_bytes=len(quant.SerializeToString()),
+                       float_weight_bytes=initializer_bytes(model), quant_weight_bytes=initializer_bytes(quant),
+                       float_layer_bytes=layer_weight_bytes(model), quant_layer_bytes=layer_weight_bytes(quant))
+
+
+Judge = Callable[[onnx.ModelProto], dict[str, Any]]  # a quantized model -> its parity figures with "passed"
+
+
+def quantize_gated(model: onnx.ModelProto, calibration: np.ndarray | None,
+                   judge: Judge) -> tuple[QuantResult, dict[str, Any], list[dict[str, Any]]]:
+    """The first recipe whose model ``judge`` passes: ``quantize_mlp`` (static, or dynamic without
+    calibration rows), then ``quantize_weights``. Returns that result, its figures and every attempt's
+    figures in order; when none passes, the last recipe's (the gate then fails the candidate)."""
+    attempts: list[dict[str, Any]] = []
+    recipes: tuple[Callable[[], QuantResult], ...] = (lambda: quantize_mlp(model, calibration),
+                                                      lambda: quantize_weights(model))
+    for recipe in recipes:
+        result = recipe()
+        figures = judge(result.model)
+        attempts.append({"method": result.method, **figures})
+        if figures["passed"]:
+            break
+    return result, figures, attempts
 
 
 def _restore_identity(source: onnx.ModelProto, quant: onnx.ModelProto) -> None:
