@@ -103,6 +103,16 @@ def test_reports_every_figure_for_every_candidate(project: tuple[Path, dict[str,
 
     net = by_family["mlp"]
     assert net["kind"] == "network"
+    # the export kept the first quantization recipe whose model passed the gates, and gated on its figures
+    quantized = exported["mlp"]["details"]["quantization"]
+    attempts = quantized["attempts"]
+    assert [a["method"] for a in attempts] in (["static"], ["static", "weights"])
+    assert all(not a["passed"] for a in attempts[:-1])
+    assert quantized["method"] == attempts[-1]["method"]
+    gates = exported["mlp"]["gates"]
+    assert gates["quantized_auc_drop"]["value"] == attempts[-1]["auc_drop"]
+    assert gates["quantized_top1_agreement"]["value"] == attempts[-1]["top1_agreement"]
+    assert exported["mlp"]["passed"] == all(g["passed"] for g in gates.values())
     assert net["files"]["int8_onnx"]["bytes"] == exported["mlp"]["sizes"]["int8_onnx_bytes"]
     assert net["ratios"]["ort_source"] == "int8_onnx"
     assert net["ratios"]["float_over_int8_layer_bytes"] > 1  # int8 layers are smaller whatever the target says

@@ -44,7 +44,7 @@ class ShippedModel:
     family: str
     onnx_path: Path
     ort_path: Path
-    quantization: str  # "none" | "int8-qdq"
+    quantization: str  # "none" | "int8-qdq" | "int8-weights" (activations float) | "int8-dynamic"
     metrics: dict[str, float]
     benchmarks: dict[str, Any]
     lineage: dict[str, str]
@@ -73,6 +73,17 @@ def _export_entry(export_report: dict[str, Any] | None, name: str, version: int)
         if entry.get("name") == name and int(entry.get("version", -1)) == version:
             return dict(entry)
     return None
+
+
+_QUANTIZATION = {"static": "int8-qdq", "weights": "int8-weights", "dynamic": "int8-dynamic"}
+
+
+def _quantization(entry: dict[str, Any] | None, onnx_path: Path) -> str:
+    """How the shipped file is quantized: the export report's recipe, else read from the file name."""
+    if ".int8." not in onnx_path.name:
+        return "none"
+    method = ((entry or {}).get("details") or {}).get("quantization", {}).get("method")
+    return _QUANTIZATION.get(str(method), "int8-qdq")
 
 
 def _deployed_files(export_dir: Path, entry: dict[str, Any] | None, name: str, version: int) -> tuple[Path, Path]:
@@ -161,6 +172,6 @@ def shipped_model(client: MlflowClient, kind: str, alias: str, export_dir: Path,
     lineage = {k: run_tags.get(f"carryon.{k}") or version_tags.get(f"carryon.{k}") or "unknown"
                for k in _LINEAGE_KEYS}
     lineage["run_id"] = mv.run_id or "unknown"
-    quantization = "int8-qdq" if ".int8." in onnx_path.name else "none"
+    quantization = _quantization(entry, onnx_path)
     return ShippedModel(kind, name, version, family, onnx_path, ort_path, quantization, quality,
                         _benchmarks({**run_tags, **version_tags}, metrics), lineage)
