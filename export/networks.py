@@ -42,7 +42,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from export._graph import INPUT_NAME, GraphBuilder, run
 
 OUTPUT_NAME = "probability"
-MIN_ONNXRUNTIME = "1.20"
+MIN_ONNXRUNTIME = "1.20"  # standard ai.onnx operators at opset 21 (checks.MIN_ONNXRUNTIME)
 PARITY_TOLERANCE = 1e-5  # max abs probability difference, float ONNX vs predict_proba
 _ACTIVATIONS = {"relu": "Relu", "logistic": "Sigmoid", "tanh": "Tanh", "identity": None}
 

@@ -23,12 +23,13 @@ from export._tree_dump import TreeExportError, booster_of, read_ensemble
 from export._tree_graph import CategoricalForm, categorical_form, tree_graph
 from export._tree_precision import precision_report
 from export._tree_report import count_flips
+from export.checks import TREE_ENSEMBLE_ONNXRUNTIME
 
 __all__ = ["TreeExportError", "legacy_onnx", "lightgbm_to_onnx", "precision_report", "threshold_report"]
 
 Kind = Literal["classifier", "ranker", "regressor"]
 _OUTPUT = {"classifier": "probability", "ranker": "score", "regressor": "score"}
-MIN_ONNXRUNTIME = "1.20"
+MIN_ONNXRUNTIME = TREE_ENSEMBLE_ONNXRUNTIME  # 1.20 has no TreeEnsemble(5) kernel
 
 
 def lightgbm_to_onnx(model: Any, feature_names: Sequence[str], *, kind: Kind, metadata: Mapping[str, str],

@@ -43,7 +43,7 @@ def _finish(nodes: list[onnx.NodeProto], output: str, inits: list[onnx.TensorPro
         "carryon.spec_hash": "0123abcd",
         "carryon.kind": "cta",
         "carryon.family": family,
-        "carryon.min_onnxruntime": "1.20",
+        "carryon.min_onnxruntime": "1.21" if ml else "1.20",  # TreeEnsemble(5) needs 1.21
     })
     return model
 
@@ -146,7 +146,7 @@ def test_allowlist_round_trips_through_its_dict() -> None:
     allow = load_allowlist()
     data = json.loads(json.dumps(allow.to_dict()))
     assert data["source"] == "export/operators.json"
-    assert data["min_onnxruntime"] == "1.20"
+    assert data["min_onnxruntime"] == "1.21"  # the first onnxruntime with a TreeEnsemble(5) kernel
     assert data["domains"]["ai.onnx.ml"] == {"opset": 5, "operators": ["TreeEnsemble"]}
     assert Allowlist.from_dict(data) == allow
 
@@ -279,6 +279,34 @@ def test_check_model_catches_bad_metadata_values() -> None:
         check_model(model)
     assert "'carryon.feature_names' is not a JSON list" in str(info.value)
     assert "'carryon.min_onnxruntime' is 1.17, below 1.20" in str(info.value)
+
+
+def test_a_tree_model_must_declare_the_runtime_that_has_tree_ensemble_5() -> None:
+    """onnxruntime 1.20 loads standard-operator models but has no TreeEnsemble(5) kernel: trees need 1.21."""
+    from export.checks import min_runtime
+
+    stump = helper.make_node("TreeEnsemble", ["features"], ["tree_sum"], domain="ai.onnx.ml", n_targets=1,
+                             aggregate_function=1, post_transform=0, tree_roots=[0],
+                             nodes_modes=numpy_helper.from_array(np.zeros(1, np.uint8)), nodes_featureids=[0],
+                             nodes_splits=numpy_helper.from_array(np.zeros(1, np.float32)),
+                             nodes_truenodeids=[0], nodes_trueleafs=[1], nodes_falsenodeids=[1],
+                             nodes_falseleafs=[1], leaf_targetids=[0, 0],
+                             leaf_weights=numpy_helper.from_array(np.array([-1.0, 1.0], np.float32)))
+    flat = helper.make_node("Reshape", ["tree_sum", "flat"], ["score"])
+    graph = helper.make_graph([stump, flat], "stump",
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 2])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+                              [numpy_helper.from_array(np.array([-1], np.int64), "flat")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
+                              ir_version=10)
+    meta = {"carryon.feature_names": '["a", "b"]', "carryon.spec_hash": "x", "carryon.kind": "bonus-ranker",
+            "carryon.family": "lambdarank", "carryon.min_onnxruntime": "1.20"}
+    helper.set_model_props(model, meta)
+    assert min_runtime(model) == "1.21" and min_runtime(mlp_model()) == "1.20"
+    with pytest.raises(ModelCheckError, match=r"'carryon.min_onnxruntime' is 1.20, below 1.21"):
+        check_model(model)
+    helper.set_model_props(model, {**meta, "carryon.min_onnxruntime": "1.21"})
+    check_model(model)
 
 
 def test_check_model_catches_a_wrong_output_name() -> None:
