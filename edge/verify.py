@@ -6,7 +6,8 @@ the manifest's schema; its key id is trusted and not revoked; the directory hold
 manifest's files plus ``manifest.json`` and ``model.sig`` (regular files only; any ``.git*`` name
 is refused outright); the OpenSSF model signature verifies with that key over every file, git
 paths included; every file's sha256 matches the manifest; every model uses only allowlisted
-operators and embeds its tensors. Device-side: base dependencies only.
+operators and embeds its tensors; this node's onnxruntime is at least the bundle's
+``min_onnxruntime``. Device-side: base dependencies only.
 
     >>> manifest = verify_bundle(Path("bundle"), {key_id: public_pem}, revoked=set())
 """
@@ -86,6 +87,10 @@ class ExternalDataError(BundleError):
 
 class ExpiredError(BundleError):
     """The bundle is past its expiry time."""
+
+
+class RuntimeTooOldError(BundleError):
+    """This node's onnxruntime is older than the bundle's ``min_onnxruntime``: its models would not load."""
 
 
 def key_id(public_pem: bytes) -> str:
@@ -272,6 +277,27 @@ def _check_spec(bundle_dir: Path, manifest: Mapping[str, Any]) -> None:
                             f"{spec.hash[:12]}…; rebuild the bundle")
 
 
+def _release(version: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) of a version string like '1.21' or '1.22.0.dev2025'; None if it has none."""
+    parts = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version.strip())
+    return None if parts is None else tuple(int(p or 0) for p in parts.groups())
+
+
+def _check_runtime(manifest: Mapping[str, Any], installed: str) -> None:
+    """Refuse a bundle that needs a newer onnxruntime than ``installed`` (bundles without the field pass)."""
+    needed = manifest.get("min_onnxruntime")
+    if needed is None:
+        return
+    wanted = _release(str(needed))
+    if wanted is None:
+        raise ManifestError(f"{MANIFEST}: field 'min_onnxruntime' is {needed!r}, not a version like '1.21'; "
+                            "rebuild the bundle")
+    have = _release(installed)
+    if have is not None and have < wanted:
+        raise RuntimeTooOldError(f"{MANIFEST}: the bundle's models need onnxruntime >= {needed}, this node has "
+                                 f"{installed}; upgrade it (pip install 'onnxruntime>={needed}') before installing")
+
+
 def _check_expiry(manifest: Mapping[str, Any], now: datetime) -> None:
     try:
         expires = datetime.fromisoformat(str(manifest["expires_at"]).replace("Z", "+00:00"))
@@ -283,12 +309,19 @@ def _check_expiry(manifest: Mapping[str, Any], now: datetime) -> None:
         raise ExpiredError(f"{MANIFEST}: the bundle expired at {manifest['expires_at']}; publish a fresh one")
 
 
+def _installed_onnxruntime() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
 def verify_bundle(bundle_dir: Path, trusted: Mapping[str, bytes], revoked: set[str], *,
-                  now: datetime | None = None) -> dict[str, Any]:
+                  now: datetime | None = None, runtime: str | None = None) -> dict[str, Any]:
     """Return the manifest of ``bundle_dir`` if it passes every check; else raise a ``BundleError``.
 
     ``trusted`` maps key ids to public keys (PEM); ``revoked`` holds revoked key ids. With ``now``,
     a bundle past its ``expires_at`` is refused too (the caller decides whether its clock is sane).
+    ``runtime`` is the onnxruntime version to judge ``min_onnxruntime`` against (default: the installed one).
     """
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -298,6 +331,7 @@ def verify_bundle(bundle_dir: Path, trusted: Mapping[str, bytes], revoked: set[s
     _check_signature(bundle_dir, public_pem, manifest["signing"]["key_id"])
     _check_spec(bundle_dir, manifest)
     _check_models(bundle_dir, manifest)
+    _check_runtime(manifest, _installed_onnxruntime() if runtime is None else runtime)
     if now is not None:
         _check_expiry(manifest, now)
     return manifest

@@ -26,6 +26,7 @@ from edge.verify import (
     ManifestError,
     OperatorError,
     RevokedKeyError,
+    RuntimeTooOldError,
     SignatureError,
     UnknownKeyError,
     verify_bundle,
@@ -212,6 +213,23 @@ def test_external_data_is_refused(bw: BundleWorld, bundle: Path) -> None:
 def test_an_unknown_manifest_schema_is_refused(bw: BundleWorld, bundle: Path) -> None:
     resign_bundle(bundle, bw.key, lambda m: m.update(schema=2))
     _refused(bw, bundle, ManifestError, r"manifest.json: field 'schema' is 2, this node reads schema 1")
+
+
+def test_a_bundle_needing_a_newer_onnxruntime_is_refused(bw: BundleWorld, bundle: Path) -> None:
+    needed = verify_bundle(bundle, _trusted(bw), set())["min_onnxruntime"]
+    assert needed in ("1.20", "1.21")
+    with pytest.raises(RuntimeTooOldError, match=rf"need onnxruntime >= {needed}, this node has 1.19.2; upgrade"):
+        verify_bundle(bundle, _trusted(bw), set(), runtime="1.19.2")
+    verify_bundle(bundle, _trusted(bw), set(), runtime=f"{needed}.0")  # exactly the minimum is enough
+    verify_bundle(bundle, _trusted(bw), set(), runtime="1.32.0.dev20261101")
+    # The installed runtime judges a bundle built for a future one, through the API and the CLI.
+    resign_bundle(bundle, bw.key, lambda m: m.update(min_onnxruntime="99.1"))
+    _refused(bw, bundle, RuntimeTooOldError, r"manifest.json: the bundle's models need onnxruntime >= 99.1")
+
+
+def test_a_malformed_runtime_minimum_is_refused(bw: BundleWorld, bundle: Path) -> None:
+    resign_bundle(bundle, bw.key, lambda m: m.update(min_onnxruntime="latest"))
+    _refused(bw, bundle, ManifestError, r"field 'min_onnxruntime' is 'latest', not a version")
 
 
 def test_an_expired_bundle_is_refused_when_the_clock_is_given(bw: BundleWorld, bundle: Path) -> None:
