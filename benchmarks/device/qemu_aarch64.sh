@@ -17,8 +17,8 @@
 # filter; the benchmark job does not unpack tars).
 #
 # onnxruntime is pinned to 1.26 on the emulated side: its aarch64 wheels 1.28 and newer crash
-# (SIGSEGV at import) under Debian 12's qemu-user 7.2. Models are exported for onnxruntime >= 1.20,
-# so 1.26 loads them, .ort included.
+# (SIGSEGV at import) under Debian 12's qemu-user 7.2. Models are exported for onnxruntime >= 1.21
+# (1.20 for models without trees), so 1.26 loads them, .ort included.
 #
 # Emulated latencies are labeled (device.emulated = true) and never judge budgets; the golden check
 # proves the models give the same outputs on ARM as on the host (atol 1e-5).
