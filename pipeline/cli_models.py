@@ -1,6 +1,7 @@
 """``carryon models``: list registered versions, promote one to ``champion``, roll back.
 
-Flags become calls of ``pipeline.registry``; MLflow is imported inside the commands.
+Flags become calls of ``pipeline.registry`` and ``pipeline.promotion``; MLflow is imported inside the
+commands.
 A refusal is one line on stderr (``carryon: error: ...``) and exit status 1.
 """
 
@@ -82,7 +83,7 @@ def promote_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Point the alias `champion` at VERSION if it passed its gates and its lift's lower bound meets the floor."""
-    from pipeline.registry import MAX_REASON_CHARS, promote
+    from pipeline.promotion import MAX_REASON_CHARS, promote
     from pipeline.tracking import model_kind
 
     if force is not None and not 0 < len(force.strip()) <= MAX_REASON_CHARS:
@@ -101,7 +102,7 @@ def promote_command(
 @models_app.command("rollback")
 def rollback_command(name: NameArg, as_json: JsonOpt = False) -> None:
     """Point `champion` back at the version it had before the latest promotion (from the promotion log)."""
-    from pipeline.registry import rollback
+    from pipeline.promotion import rollback
 
     _run(lambda client: rollback(client, name, who=_who()).to_dict(), as_json, _print_entry)
 
@@ -109,7 +110,7 @@ def rollback_command(name: NameArg, as_json: JsonOpt = False) -> None:
 @models_app.command("log")
 def log_command(name: NameArg, as_json: JsonOpt = False) -> None:
     """Show the promotion log of a registered model: who moved `champion`, when, from which version, why."""
-    from pipeline.registry import promotion_log
+    from pipeline.promotion import promotion_log
 
     def call(client: Any) -> dict[str, Any]:
         return {"name": name, "entries": [entry.to_dict() for entry in promotion_log(client, name)]}

@@ -1,4 +1,5 @@
-"""pipeline.registry and ``carryon models``: selection, guarded promotion, rollback, the promotion log.
+"""pipeline.registry, pipeline.promotion and ``carryon models``: selection, guarded promotion, rollback,
+the promotion log.
 
 Every test gets a fresh SQLite store (a copy of a schema-only store made once, so that
 MLflow's migrations run once per session rather than once per test).
@@ -24,20 +25,15 @@ from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from pipeline.cli_models import models_app
+from pipeline.promotion import PROMOTIONS_EXPERIMENT, TAG_LOG_RUN, PromotionRefused, promote, promotion_log, rollback
 from pipeline.registry import (
     CANDIDATE,
     CHAMPION,
-    PROMOTIONS_EXPERIMENT,
-    TAG_LOG_RUN,
     MetricLimit,
-    PromotionRefused,
     RegistryError,
     SelectionError,
     SelectRule,
     list_versions,
-    promote,
-    promotion_log,
-    rollback,
     select_candidate,
 )
 from pipeline.tracking import BONUS_MODEL, CTA_MODEL, TAG_FAMILY, TAG_GATES, experiment, model_kind, open_tracking
