@@ -1,4 +1,4 @@
-"""pipeline.report: the creator report, rendered in headless Chromium.
+"""pipeline.report and report_page: the creator report, rendered in headless Chromium.
 
 A temporary SQLite tracking store holds real candidates (tiny scikit-learn models logged
 by ``record_candidates`` with real matplotlib plots); ``write_reports`` writes a page per
@@ -434,14 +434,14 @@ _ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "
 @given(family=st.text(max_size=40), gates=st.text(max_size=20), device=st.text(max_size=20),
        metric=st.floats(allow_nan=True, allow_infinity=True))
 def test_any_text_or_number_renders_as_text(family: str, gates: str, device: str, metric: float) -> None:
-    from pipeline.report import FAMILIES, _page, _Version
+    from pipeline.report_page import FAMILIES, VersionEvidence, render_page
 
     assume(family not in FAMILIES)  # a known family is shown in words, not by its name
     row = VersionRow(name="cta", version=1, run_id="r1", family=family or None, created="2026-01-01T00:00:00Z",
                      aliases=(CANDIDATE,), metrics={"auc": metric, "lift_dr": metric, "lift_dr_ci_low": metric,
                                                     "lift_dr_ci_high": metric},
                      gates=gates or None, tags={"carryon.latency.note": device})
-    text = _page("cta", [_Version(row, None, (), ())], "2026-01-01T00:00:00.000000Z")
+    text = render_page("cta", [VersionEvidence(row, None, (), ())], "2026-01-01T00:00:00.000000Z")
     page = _Page(text)
     assert page.tags <= _ALLOWED_TAGS
     assert page.images == []
