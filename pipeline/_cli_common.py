@@ -1,10 +1,12 @@
-"""What every ``carryon`` command shares: one-line refusals and the missing-training-stack message."""
+"""What every ``carryon`` command shares: one-line refusals, the missing-training-stack message, the
+common options and the engine choice."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -40,3 +42,30 @@ def run(call: Callable[[], dict[str, Any]], as_json: bool, human: Callable[[dict
         # Stages import the training stack lazily; a device install has only the base.
         raise needs_training_stack(e) from None
     typer.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else human(result))
+
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="local (this process) or dask (the cluster in params' scale section); default: scale.engine.")]
+
+
+def project_dir() -> Path:
+    """The project a command works in: the current directory (MLflow's embedded store, keys, params)."""
+    return Path.cwd()
+
+
+def check_engine(engine: str | None) -> None:
+    """Refuse an ``--engine`` other than local or dask before any work starts."""
+    if engine not in (None, "local", "dask"):
+        raise fail(f"--engine must be local or dask, got {engine!r}")
+
+
+def engine_client(engine: str | None, scale: Any) -> Any:
+    """A context giving None (local engine) or a Dask client (``features._dask``; dask imported only then)."""
+    from features._dask import DaskSettings
+    from features._dask import engine_client as dask_engine_client
+
+    settings = DaskSettings(scale.scheduler, scale.workers, scale.threads_per_worker)
+    return dask_engine_client(engine or scale.engine, settings)

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline._cli_common import JsonOpt
+
 bench_app = typer.Typer(
     help="Benchmarks on target hardware: measure models on this device, ingest reports into MLflow.",
     no_args_is_help=True,
@@ -21,7 +23,6 @@ bench_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def register(app: typer.Typer) -> None:

@@ -14,14 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline._cli_common import fail
+from pipeline._cli_common import JsonOpt, ParamsOpt, fail
 from pipeline._cli_common import run as _run
 
 keys_app = typer.Typer(help="Creator signing keys (EC P-256, PEM).", no_args_is_help=True)
 bundle_app = typer.Typer(help="Build and verify signed bundles.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.")]
 GOLDEN_TIMEOUT_S = 300.0
 MAX_TAR_MEMBERS = 64
 MAX_TAR_BYTES = 512 << 20

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from features.errors import CarryonError
+from pipeline._cli_common import JsonOpt, needs_training_stack
 from pipeline._cli_common import fail as _fail
-from pipeline._cli_common import needs_training_stack
 
 __all__ = ["models_app"]
 
@@ -30,7 +30,6 @@ models_app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="Registered model: cta or bonus-ranker.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (models.promotion_floor_*).")]
 
 

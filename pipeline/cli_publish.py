@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from features.errors import CarryonError
+from pipeline._cli_common import JsonOpt
 from pipeline._cli_common import fail as _fail
 from pipeline._cli_common import run as _run
 
@@ -28,7 +29,6 @@ RepoOpt = Annotated[Path | None, typer.Option(
 KeysOpt = Annotated[Path | None, typer.Option(
     "--keys", help="Role keys directory (default: publish.keys_dir in params).")]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read (the publish section).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 UploadOpt = Annotated[str | None, typer.Option(
     "--upload", metavar="s3://BUCKET/PREFIX",
     help="Then copy the repository to this bucket (boto3; endpoint from CARRYON_S3_ENDPOINT_URL or "
