@@ -343,6 +343,13 @@ def test_a_model_with_external_data_is_refused(world: EdgeWorld, tmp_path: Path)
     pull_refused(world, home, r"models/cta\.onnx: tensor\(s\) .* stored as external data")
 
 
+def test_a_bundle_needing_a_newer_onnxruntime_is_refused_before_install(world: EdgeWorld, tmp_path: Path) -> None:
+    folder = v2_copy(world, tmp_path)
+    resign_bundle(folder, world.bw.key, lambda m: m.update(min_onnxruntime="99.0"))  # properly signed, honest
+    home = served_release(world, tmp_path, packed(folder))
+    pull_refused(world, home, r"need onnxruntime >= 99\.0, this node has \d+\.\d+.*upgrade it")
+
+
 def test_golden_vectors_that_disagree_on_this_device_are_refused(world: EdgeWorld, tmp_path: Path) -> None:
     folder = v2_copy(world, tmp_path)
     golden = json.loads((folder / "golden.json").read_text())
