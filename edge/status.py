@@ -7,6 +7,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from edge._runtime_version import installed_onnxruntime, too_old
 from edge.home import EdgeHome, iso, parse_iso
 from edge.trust import load_trust
 
@@ -53,8 +54,10 @@ def stale_note(home: EdgeHome, creator: str, now: datetime) -> str:
 
 
 def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
-    """Installed creators with version, ages, last refresh and error, staleness; trusted and revoked keys."""
+    """Installed creators with version, ages, last refresh and error, staleness, whether this node's onnxruntime
+    still runs them; trusted and revoked keys."""
     now = now or datetime.now(UTC)
+    runtime = installed_onnxruntime()
     state = home.load_state()["creators"]
     fresh = metadata_freshness(home, now)
     creators: dict[str, Any] = {}
@@ -70,6 +73,7 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
             except (OSError, ValueError):
                 manifest = {}
         key_id = (manifest.get("signing") or {}).get("key_id")
+        needs = manifest.get("min_onnxruntime")
         creators[creator] = {
             "version": version,
             "bundle": os.path.join("current", creator) if version is not None else None,
@@ -83,12 +87,16 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
             "signing_key_id": key_id,
             # Verified when installed; a key revoked since then does not stop it: a newer bundle replaces it.
             "signed_by_revoked_key": key_id in trust["revoked"],
+            "min_onnxruntime": needs,
+            # Checked when installed; onnxruntime downgraded since then cannot load its models.
+            "runtime_too_old": bool(needs) and too_old(runtime, str(needs)),
             "stale": fresh["metadata_expired"] or entry.get("last_refresh_ok") is None,
         }
     return {
         "home": str(home.root),
         "initialized": (home.tuf / "root.json").exists(),
         "now": iso(now),
+        "onnxruntime": runtime,
         **fresh,
         "creators": creators,
         "trusted_keys": {key_id: {k: v for k, v in entry.items() if k != "public_key_pem"}
@@ -99,7 +107,8 @@ def node_status(home: EdgeHome, now: datetime | None = None) -> dict[str, Any]:
 
 def render(status: dict[str, Any]) -> str:
     """The human form of ``node_status``."""
-    lines = [f"edge home {status['home']}" + ("" if status["initialized"] else " (not initialized)")]
+    lines = [f"edge home {status['home']}" + ("" if status["initialized"] else " (not initialized)")
+             + f", onnxruntime {status['onnxruntime']}"]
     expiry = status["metadata_expires"] or "none yet"
     lines.append(f"trusted metadata expires {expiry}" + (" (EXPIRED: stale)" if status["metadata_expired"] else ""))
     if not status["creators"]:
@@ -113,6 +122,10 @@ def render(status: dict[str, Any]) -> str:
         if entry["signed_by_revoked_key"]:
             lines.append(f"  signed by key {entry['signing_key_id']}, revoked since it was installed: still in use "
                          f"until a newer bundle is pulled (carryon edge pull --creator {creator})")
+        if entry["runtime_too_old"]:
+            needs = entry["min_onnxruntime"]
+            lines.append(f"  needs onnxruntime >= {needs}, this node has {status['onnxruntime']}: its models will "
+                         f"not load; upgrade it (pip install 'onnxruntime>={needs}')")
         if entry["last_error"]:
             lines.append(f"  last error: {entry['last_error']}")
     for key_id, entry in status["trusted_keys"].items():

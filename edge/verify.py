@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 # which would otherwise be billed to the first verification (~10 ms of actual work).
 from model_signing import hashing, verifying
 
+from edge._runtime_version import installed_onnxruntime, release, too_old
 from export.allowlist import OperatorNotAllowed, check_operators, load_allowlist
 from features.errors import CarryonError
 from features.spec import FeatureSpec
@@ -277,23 +278,15 @@ def _check_spec(bundle_dir: Path, manifest: Mapping[str, Any]) -> None:
                             f"{spec.hash[:12]}…; rebuild the bundle")
 
 
-def _release(version: str) -> tuple[int, ...] | None:
-    """(major, minor, patch) of a version string like '1.21' or '1.22.0.dev2025'; None if it has none."""
-    parts = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version.strip())
-    return None if parts is None else tuple(int(p or 0) for p in parts.groups())
-
-
 def _check_runtime(manifest: Mapping[str, Any], installed: str) -> None:
     """Refuse a bundle that needs a newer onnxruntime than ``installed`` (bundles without the field pass)."""
     needed = manifest.get("min_onnxruntime")
     if needed is None:
         return
-    wanted = _release(str(needed))
-    if wanted is None:
+    if release(str(needed)) is None:
         raise ManifestError(f"{MANIFEST}: field 'min_onnxruntime' is {needed!r}, not a version like '1.21'; "
                             "rebuild the bundle")
-    have = _release(installed)
-    if have is not None and have < wanted:
+    if too_old(installed, str(needed)):
         raise RuntimeTooOldError(f"{MANIFEST}: the bundle's models need onnxruntime >= {needed}, this node has "
                                  f"{installed}; upgrade it (pip install 'onnxruntime>={needed}') before installing")
 
@@ -307,12 +300,6 @@ def _check_expiry(manifest: Mapping[str, Any], now: datetime) -> None:
         expires = expires.replace(tzinfo=UTC)
     if now >= expires:
         raise ExpiredError(f"{MANIFEST}: the bundle expired at {manifest['expires_at']}; publish a fresh one")
-
-
-def _installed_onnxruntime() -> str:
-    import onnxruntime
-
-    return str(onnxruntime.__version__)
 
 
 def verify_bundle(bundle_dir: Path, trusted: Mapping[str, bytes], revoked: set[str], *,
@@ -331,7 +318,7 @@ def verify_bundle(bundle_dir: Path, trusted: Mapping[str, bytes], revoked: set[s
     _check_signature(bundle_dir, public_pem, manifest["signing"]["key_id"])
     _check_spec(bundle_dir, manifest)
     _check_models(bundle_dir, manifest)
-    _check_runtime(manifest, _installed_onnxruntime() if runtime is None else runtime)
+    _check_runtime(manifest, installed_onnxruntime() if runtime is None else runtime)
     if now is not None:
         _check_expiry(manifest, now)
     return manifest

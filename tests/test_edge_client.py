@@ -379,6 +379,32 @@ def test_status_flags_an_installed_bundle_whose_key_was_revoked_since(world: Wor
     assert world.current() == 1  # still installed: the operator decides, status says so
 
 
+def test_status_says_which_onnxruntime_runs_here_and_flags_one_too_old_for_the_bundle(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from edge import status as status_module
+    from edge.status import render
+
+    world.release(1)
+    world.pull()
+    assert node_status(world.home)["creators"][CREATOR]["min_onnxruntime"] is None  # this fake bundle declares none
+    assert node_status(world.home)["creators"][CREATOR]["runtime_too_old"] is False
+    manifest_path = world.home.current / CREATOR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "min_onnxruntime": "1.21"}))  # what real bundles declare
+    status = node_status(world.home)
+    entry = status["creators"][CREATOR]
+    assert status["onnxruntime"] == onnxruntime.__version__ and entry["min_onnxruntime"] == "1.21"
+    assert entry["runtime_too_old"] is False and "will not load" not in render(status)
+    # onnxruntime downgraded below the installed bundle's minimum after it was verified and installed
+    monkeypatch.setattr(status_module, "installed_onnxruntime", lambda: "1.19.0")
+    status = node_status(world.home)
+    assert status["creators"][CREATOR]["runtime_too_old"] is True
+    assert (f"needs onnxruntime >= {entry['min_onnxruntime']}, this node has 1.19.0: its models will not load"
+            in render(status))
+
+
 def test_golden_child_crash_refuses_the_bundle_and_the_client_survives(world: World) -> None:
     world.release(1)
     world.pull()
