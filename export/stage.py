@@ -173,15 +173,17 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
 
 def _quantized_parity(model: onnx.ModelProto, quant: onnx.ModelProto, table: dict[str, Any]) -> dict[str, Any]:
     """The quantized gates' figures: AUC drop on the test rows; for CTA models also the top-1 agreement
-    over every variant of each test impression (the decision a device makes)."""
-    from export.quantize import quantization_parity
+    over every variant of each test impression (the decision a device makes). ``passed`` is exactly
+    the gates' verdict, so the recipe kept is one the gates accept."""
+    from export.quantize import AUC_DROP_GATE, TOP1_GATE, quantization_parity
 
     out = quantization_parity(model, quant, table["x_test"], table["y_test"])
+    out["passed"] = out["auc_drop"] <= AUC_DROP_GATE
     if table["k"] is not None:
         top1 = quantization_parity(model, quant, table["x_all_variants"], table["y_all_variants"],
                                    group_size=table["k"])
         out["top1_agreement"] = top1["top1_agreement"]
-        out["passed"] = bool(out["passed"] and top1["passed"])
+        out["passed"] = bool(out["passed"] and top1["top1_agreement"] >= TOP1_GATE)
     return out
 
 

@@ -113,6 +113,11 @@ def test_reports_every_figure_for_every_candidate(project: tuple[Path, dict[str,
     assert gates["quantized_auc_drop"]["value"] == attempts[-1]["auc_drop"]
     assert gates["quantized_top1_agreement"]["value"] == attempts[-1]["top1_agreement"]
     assert exported["mlp"]["passed"] == all(g["passed"] for g in gates.values())
+    for attempt in attempts:  # each recipe was judged by exactly the gates' limits
+        assert attempt["passed"] == (attempt["auc_drop"] <= gates["quantized_auc_drop"]["limit"]
+                                     and attempt["top1_agreement"] >= gates["quantized_top1_agreement"]["limit"])
+    assert attempts[-1]["passed"] == (gates["quantized_auc_drop"]["passed"]
+                                      and gates["quantized_top1_agreement"]["passed"])
     assert net["files"]["int8_onnx"]["bytes"] == exported["mlp"]["sizes"]["int8_onnx_bytes"]
     assert net["ratios"]["ort_source"] == "int8_onnx"
     assert net["ratios"]["float_over_int8_layer_bytes"] > 1  # int8 layers are smaller whatever the target says
