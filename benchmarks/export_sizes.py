@@ -110,7 +110,11 @@ def _legacy_model(name: str, version: int, n_features: int, project: Path) -> on
 
     open_tracking(project, os.environ)  # sets the tracking URI the way `carryon` does
     native = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
-    return legacy_onnx(native, n_features)
+    try:
+        return legacy_onnx(native, n_features)
+    except ModuleNotFoundError as e:
+        raise BenchmarkInputError(f"the older-form baseline needs onnxmltools (missing module {e.name!r}): install "
+                                  "the bench extra with pip install -e '.[bench]', or pass --no-baseline") from None
 
 
 def bare_tree_op(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -257,13 +261,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchmarkInputError(f"{args.report.name}: no readable export report with a 'versions' list ({e}); "
                                   "run `carryon export` first or pass --report") from e
     candidates = [measure_candidate(entry, args.export_dir, args.project, args) for entry in entries]
+    import importlib.metadata
+
     import lightgbm
-    import onnxmltools  # type: ignore[import-untyped]
+
+    def installed(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
 
     return {
         "benchmark": "export_sizes",
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-                    "onnx": onnx.__version__, "onnxmltools": onnxmltools.__version__,
+                    "onnx": onnx.__version__, "onnxmltools": installed("onnxmltools"),
                     "lightgbm": lightgbm.__version__, "numpy": np.__version__},
         "repeats": args.repeats, "warmup": args.warmup, "threads": 1,
         "candidates": candidates,

@@ -149,6 +149,20 @@ def test_without_baseline_no_mlflow_is_needed(project: tuple[Path, dict[str, str
     assert data["targets"]["tree_size_vs_legacy"]["pass"] is None
 
 
+@pytest.mark.slow
+def test_without_onnxmltools_the_baseline_asks_for_the_bench_extra(
+        project: tuple[Path, dict[str, str], dict[str, Any]]) -> None:
+    root, env, _ = project
+    hide = ("import runpy, sys; sys.modules['onnxmltools'] = None; "  # as in a venv with only the train extra
+            f"sys.argv = [{str(SCRIPT)!r}, '--repeats', '1', '--warmup', '0']; "
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", hide], cwd=root, env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "needs onnxmltools" in result.stderr and "'.[bench]'" in result.stderr and "--no-baseline" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_missing_report_is_named_with_the_fix(tmp_path: Path) -> None:
     result = _bench(tmp_path)
     assert result.returncode == 2
