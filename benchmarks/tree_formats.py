@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--trees", type=int, default=200)
     p.add_argument("--leaves", type=int, default=31)
@@ -159,8 +159,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calls", type=int, default=3000, help="timed runs per form and call shape")
     p.add_argument("--seed", type=int, default=20261127)
     args = p.parse_args(argv)
-    print(json.dumps(run(args), indent=2))
+    try:
+        result = run(args)
+    except ModuleNotFoundError as e:
+        if e.name != "onnxmltools":
+            raise
+        print("error: the older form is converted by onnxmltools, which is not installed: install the bench extra "
+              "with pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

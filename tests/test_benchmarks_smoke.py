@@ -224,3 +224,14 @@ def test_tree_formats_benchmark_prints_all_three_forms() -> None:
     assert "ai.onnx.ml:TreeEnsembleClassifier" in report["forms"]["legacy"]["operators"]
     assert set(report["run_time_ratio_member_over_indicator_p50"]) == {"8_rows", "20_rows"}
     assert isinstance(report["targets"]["size_met"], bool) and "/work" not in proc.stdout
+
+
+def test_tree_formats_without_onnxmltools_asks_for_the_bench_extra() -> None:
+    script = ROOT / "benchmarks" / "tree_formats.py"
+    hide = ("import runpy, sys; sys.modules['onnxmltools'] = None; "  # as in a venv with only the train extra
+            f"sys.argv = [{str(script)!r}, '--trees', '2', '--leaves', '4', '--rows', '200', '--repeats', '1']; "
+            f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", hide], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "onnxmltools, which is not installed" in proc.stderr and "'.[bench]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
