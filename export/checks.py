@@ -124,12 +124,12 @@ def _metadata_problems(model: onnx.ModelProto) -> list[str]:
             problems.append("metadata 'carryon.feature_names' repeats a name")
     min_ort = meta.get("carryon.min_onnxruntime")
     if min_ort:
-        version = _version(min_ort)
+        version, needed = _version(min_ort), min_runtime(model)
         if version is None:
             problems.append(f"metadata 'carryon.min_onnxruntime' is not a version: {min_ort!r}")
-        elif version < tuple(int(p) for p in min_runtime(model).split(".")):
+        elif version < tuple(int(p) for p in needed.split(".")):
             problems.append(
-                f"metadata 'carryon.min_onnxruntime' is {min_ort}, below {min_runtime(model)} "
+                f"metadata 'carryon.min_onnxruntime' is {min_ort}, below {needed} "
                 f"(the first onnxruntime that runs this model's operators at ai.onnx {AI_ONNX_OPSET} / "
                 f"ai.onnx.ml {AI_ONNX_ML_OPSET})"
             )

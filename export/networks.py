@@ -40,9 +40,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from export._graph import INPUT_NAME, GraphBuilder, run
+from export.checks import MIN_ONNXRUNTIME  # standard operators only: no TreeEnsemble
 
 OUTPUT_NAME = "probability"
-MIN_ONNXRUNTIME = "1.20"  # standard ai.onnx operators at opset 21 (checks.MIN_ONNXRUNTIME)
 PARITY_TOLERANCE = 1e-5  # max abs probability difference, float ONNX vs predict_proba
 _ACTIVATIONS = {"relu": "Relu", "logistic": "Sigmoid", "tanh": "Tanh", "identity": None}
 

@@ -139,10 +139,7 @@ def quantize_mlp(model: onnx.ModelProto, calibration: np.ndarray | None, *, per_
             method = "static"
         quant = onnx.load_model(dst)
     _restore_identity(model, quant)
-    return QuantResult(model=quant, method=method,
-                       float_file_bytes=len(model.SerializeToString()), quant_file_bytes=len(quant.SerializeToString()),
-                       float_weight_bytes=initializer_bytes(model), quant_weight_bytes=initializer_bytes(quant),
-                       float_layer_bytes=layer_weight_bytes(model), quant_layer_bytes=layer_weight_bytes(quant))
+    return _measured(model, quant, method)
 
 
 def int8_symmetric(values: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +207,12 @@ def quantize_weights(model: onnx.ModelProto) -> QuantResult:
     nodes = [*dequantize, *quant.graph.node]
     del quant.graph.node[:]
     quant.graph.node.extend(nodes)
-    return QuantResult(model=quant, method="weights",
+    return _measured(model, quant, "weights")
+
+
+def _measured(model: onnx.ModelProto, quant: onnx.ModelProto, method: str) -> QuantResult:
+    """``quant`` with its sizes next to the float ``model``'s."""
+    return QuantResult(model=quant, method=method,
                        float_file_bytes=len(model.SerializeToString()), quant_file_bytes=len(quant.SerializeToString()),
                        float_weight_bytes=initializer_bytes(model), quant_weight_bytes=initializer_bytes(quant),
                        float_layer_bytes=layer_weight_bytes(model), quant_layer_bytes=layer_weight_bytes(quant))

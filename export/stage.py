@@ -104,7 +104,7 @@ def _write_model(model: onnx.ModelProto, path: Path) -> int:
 
 def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str, Any], work: Path,
                 spec_hash: str) -> ExportedVersion:
-    from export.quantize import AUC_DROP_GATE, TOP1_GATE, calibration_sample, quantize_gated, should_quantize
+    from export.quantize import calibration_sample, quantize_gated, should_quantize
 
     native, family, run_id = _load(client, name, version)
     kind = "cta" if name == "cta" else "bonus-ranker"
@@ -140,11 +140,7 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
         quant, parity, attempts = quantize_gated(
             model, calibration_sample(table["x_train"], _CALIBRATION_ROWS),
             lambda candidate: _quantized_parity(model, candidate, table))
-        result.gates["quantized_auc_drop"] = _gate(parity["auc_drop"], AUC_DROP_GATE,
-                                                   parity["auc_drop"] <= AUC_DROP_GATE)
-        if "top1_agreement" in parity:
-            result.gates["quantized_top1_agreement"] = _gate(parity["top1_agreement"], TOP1_GATE,
-                                                             parity["top1_agreement"] >= TOP1_GATE)
+        result.gates.update(_quantized_gates(parity))
         strip_paths(quant.model)
         check_model(quant.model, f"{name} v{version} (int8)")
         check_operators(quant.model, load_allowlist(), f"{name} v{version} (int8)")
@@ -174,17 +170,27 @@ def _export_one(client: MlflowClient, name: str, version: int, tables: dict[str,
 def _quantized_parity(model: onnx.ModelProto, quant: onnx.ModelProto, table: dict[str, Any]) -> dict[str, Any]:
     """The quantized gates' figures: AUC drop on the test rows; for CTA models also the top-1 agreement
     over every variant of each test impression (the decision a device makes). ``passed`` is exactly
-    the gates' verdict, so the recipe kept is one the gates accept."""
-    from export.quantize import AUC_DROP_GATE, TOP1_GATE, quantization_parity
+    the verdict of ``_quantized_gates``, so the recipe kept is one the gates accept."""
+    from export.quantize import quantization_parity
 
     out = quantization_parity(model, quant, table["x_test"], table["y_test"])
-    out["passed"] = out["auc_drop"] <= AUC_DROP_GATE
     if table["k"] is not None:
         top1 = quantization_parity(model, quant, table["x_all_variants"], table["y_all_variants"],
                                    group_size=table["k"])
         out["top1_agreement"] = top1["top1_agreement"]
-        out["passed"] = bool(out["passed"] and top1["top1_agreement"] >= TOP1_GATE)
+    out["passed"] = all(g["passed"] for g in _quantized_gates(out).values())
     return out
+
+
+def _quantized_gates(figures: dict[str, Any]) -> dict[str, Any]:
+    """The quantized-vs-float gates of one quantized model's figures (top-1 only where it was measured)."""
+    from export.quantize import AUC_DROP_GATE, TOP1_GATE
+
+    gates = {"quantized_auc_drop": _gate(figures["auc_drop"], AUC_DROP_GATE, figures["auc_drop"] <= AUC_DROP_GATE)}
+    if "top1_agreement" in figures:
+        top1 = figures["top1_agreement"]
+        gates["quantized_top1_agreement"] = _gate(top1, TOP1_GATE, top1 >= TOP1_GATE)
+    return gates
 
 
 def _tables(features_dir: Path, test_fraction: float) -> tuple[dict[str, Any], str]:

@@ -23,13 +23,12 @@ from export._tree_dump import TreeExportError, booster_of, read_ensemble
 from export._tree_graph import CategoricalForm, categorical_form, tree_graph
 from export._tree_precision import precision_report
 from export._tree_report import count_flips
-from export.checks import TREE_ENSEMBLE_ONNXRUNTIME
+from export.checks import min_runtime
 
 __all__ = ["TreeExportError", "legacy_onnx", "lightgbm_to_onnx", "precision_report", "threshold_report"]
 
 Kind = Literal["classifier", "ranker", "regressor"]
 _OUTPUT = {"classifier": "probability", "ranker": "score", "regressor": "score"}
-MIN_ONNXRUNTIME = TREE_ENSEMBLE_ONNXRUNTIME  # 1.20 has no TreeEnsemble(5) kernel
 
 
 def lightgbm_to_onnx(model: Any, feature_names: Sequence[str], *, kind: Kind, metadata: Mapping[str, str],
@@ -48,7 +47,7 @@ def lightgbm_to_onnx(model: Any, feature_names: Sequence[str], *, kind: Kind, me
     out = tree_graph(ens, logistic=kind == "classifier", output=_OUTPUT[kind], categorical=categorical)
     out.graph.doc_string = f"LightGBM {kind} as ai.onnx.ml TreeEnsemble (opset 5), {len(ens.trees)} trees"
     meta = {"carryon.feature_names": json.dumps(list(feature_names)), "carryon.kind": kind,
-            "carryon.min_onnxruntime": MIN_ONNXRUNTIME, "carryon.categorical_splits": categorical_form(out),
+            "carryon.min_onnxruntime": min_runtime(out), "carryon.categorical_splits": categorical_form(out),
             **dict(metadata)}
     onnx.helper.set_model_props(out, meta)
     return out

@@ -15,6 +15,8 @@ import typer
 
 from pipeline._cli_common import EngineOpt, JsonOpt, ParamsOpt, QuietOpt, check_engine, engine_client, project_dir, run
 
+FeaturesOpt = Annotated[Path, typer.Option("--features", help="Feature tables directory.")]
+
 
 def register(app: typer.Typer) -> None:
     """Add ``carryon train`` to ``app``."""
@@ -99,9 +101,7 @@ def _train_summary(r: dict[str, Any]) -> str:
 
 @train_app.command("cta")
 def train_cta_command(
-    features_dir: Annotated[Path, typer.Option("--features", help="Feature tables directory.")] = Path(
-        "data/features"
-    ),
+    features_dir: FeaturesOpt = Path("data/features"),
     report: Annotated[Path, typer.Option(help="Where to write the JSON summary.")] = Path("metrics/train_cta.json"),
     params: ParamsOpt = Path("params.yaml"),
     as_json: JsonOpt = False,
@@ -117,9 +117,7 @@ def train_cta_command(
 
 @train_app.command("bonus")
 def train_bonus_command(
-    features_dir: Annotated[Path, typer.Option("--features", help="Feature tables directory.")] = Path(
-        "data/features"
-    ),
+    features_dir: FeaturesOpt = Path("data/features"),
     report: Annotated[Path, typer.Option(help="Where to write the JSON summary.")] = Path(
         "metrics/train_bonus.json"
     ),
